@@ -1,0 +1,1 @@
+//! Firecracker-compatible REST API: types, Unix-socket server, client.

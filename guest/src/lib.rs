@@ -1,0 +1,1 @@
+//! vmctl guest agent (PID 1 inside microVMs) and its host-side protocol.

@@ -1,0 +1,1 @@
+//! vmctl container runtime: library and OCI runtime CLI.

@@ -1,0 +1,1 @@
+//! Integration tests against real KVM, namespaces and QEMU.

@@ -1,0 +1,1 @@
+//! KVM virtual machine: guest memory, vCPUs, boot, event loop, device wiring.
