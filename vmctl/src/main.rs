@@ -1,3 +1,40 @@
+//! `vmctl`: run one image as a container, a microVM on vmctl's own VMM, or a VM under a hosted
+//! hypervisor, with docker's habits.
+
+mod cli;
+mod container;
+mod vm;
+
+use clap::Parser;
+
 fn main() {
-    println!("vmctl");
+    let cli = cli::Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("VMCTL_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(cli.log_level.as_str())),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let code = match dispatch(cli.command) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("vmctl: {e:#}");
+            125
+        }
+    };
+    std::process::exit(code);
+}
+
+fn dispatch(cmd: cli::Command) -> anyhow::Result<i32> {
+    use cli::{Command, Isolation};
+    match cmd {
+        Command::Run(args) => match (args.kernel.is_some(), args.isolation) {
+            (true, _) => vm::run_kernel(args),
+            (false, Isolation::Container) => container::run(args),
+            (false, iso) => anyhow::bail!(
+                "--isolation {iso:?} with an image is not available yet; use --kernel PATH"
+            ),
+        },
+    }
 }

@@ -1,0 +1,111 @@
+//! The command line, shared by every isolation level.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+#[derive(Parser, Debug)]
+#[command(name = "vmctl", version, about = "Containers, microVMs and hosted VMs from one image")]
+pub struct Cli {
+    /// Log level (error, warn, info, debug, trace); VMCTL_LOG overrides it.
+    #[arg(long, global = true, default_value = "warn")]
+    pub log_level: String,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Run a workload (an image and command, or a raw kernel with --kernel).
+    Run(RunArgs),
+}
+
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Isolation {
+    /// A container on the host (namespaces, cgroups, overlayfs).
+    Container,
+    /// A Linux guest on vmctl's own KVM VMM; the workload runs in a container inside it.
+    Microvm,
+    /// The same guest under QEMU (KVM when it works, TCG otherwise).
+    Hosted,
+}
+
+#[derive(Args, Debug)]
+pub struct RunArgs {
+    /// Isolation level.
+    #[arg(long, value_enum, default_value = "container")]
+    pub isolation: Isolation,
+
+    // ---- raw VM boot (microvm without an image) ----
+    /// Boot this kernel (ELF vmlinux with or without a PVH note, or bzImage) directly.
+    #[arg(long)]
+    pub kernel: Option<PathBuf>,
+    /// Initial ramdisk for --kernel.
+    #[arg(long, requires = "kernel")]
+    pub initrd: Option<PathBuf>,
+    /// Kernel command line for --kernel (vmctl adds console and device arguments).
+    #[arg(long, requires = "kernel")]
+    pub cmdline: Option<String>,
+    /// Number of vCPUs of the VM.
+    #[arg(long, default_value_t = 1)]
+    pub vcpus: u8,
+
+    // ---- resources, shared by all levels ----
+    /// Memory: VM size for VMs, cgroup limit for containers. A bare number is MiB; suffixes
+    /// k, m, g (e.g. 512m, 1g).
+    #[arg(long, short = 'm')]
+    pub memory: Option<String>,
+    /// CPU quota in CPUs (e.g. 0.5, 2).
+    #[arg(long)]
+    pub cpus: Option<f64>,
+    /// Maximum number of processes in the container.
+    #[arg(long)]
+    pub pids_limit: Option<i64>,
+
+    // ---- docker habits ----
+    /// Remove the container when it exits.
+    #[arg(long)]
+    pub rm: bool,
+    /// Keep stdin open.
+    #[arg(short = 'i', long)]
+    pub interactive: bool,
+    /// Allocate a terminal.
+    #[arg(short = 't', long)]
+    pub tty: bool,
+    /// Run in the background and print the id.
+    #[arg(short = 'd', long)]
+    pub detach: bool,
+    /// Environment variable KEY=VALUE (repeatable).
+    #[arg(short = 'e', long = "env")]
+    pub env: Vec<String>,
+    /// Bind mount HOST:CONTAINER[:ro] (repeatable).
+    #[arg(short = 'v', long = "volume")]
+    pub volumes: Vec<String>,
+    /// Working directory inside the container.
+    #[arg(short = 'w', long)]
+    pub workdir: Option<String>,
+    /// User (uid[:gid]) to run as.
+    #[arg(short = 'u', long)]
+    pub user: Option<String>,
+    /// Network: none, host or bridge.
+    #[arg(long, default_value = "bridge")]
+    pub network: String,
+    /// Publish a port HOST:CONTAINER[/tcp] (repeatable).
+    #[arg(short = 'p', long = "publish")]
+    pub publish: Vec<String>,
+    /// Name of the container or VM.
+    #[arg(long)]
+    pub name: Option<String>,
+    /// Run an init as PID 1 that forwards signals and reaps zombies.
+    #[arg(long)]
+    pub init: bool,
+    /// Mount the root filesystem read-only.
+    #[arg(long)]
+    pub read_only: bool,
+
+    /// Image (name or id); the embedded default image when left out.
+    pub image: Option<String>,
+    /// Command and arguments (after `--`).
+    #[arg(last = true)]
+    pub command: Vec<String>,
+}
