@@ -30,7 +30,11 @@ impl BootTimer {
     /// `process_start` is when the VMM process (or the measurement) started; the VM start is
     /// now.
     pub fn new(process_start: Instant) -> Self {
-        Self { process_start, vm_start: Instant::now(), recorded: Arc::default() }
+        Self {
+            process_start,
+            vm_start: Instant::now(),
+            recorded: Arc::default(),
+        }
     }
 
     /// Marks now as the VM start.

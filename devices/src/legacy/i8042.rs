@@ -15,7 +15,9 @@ pub struct I8042 {
 impl I8042 {
     /// `reset_evt` is written when the guest asks for a CPU reset.
     pub fn new(reset_evt: EventFd) -> Self {
-        Self { inner: I8042Device::new(EventFdTrigger::new(reset_evt)) }
+        Self {
+            inner: I8042Device::new(EventFdTrigger::new(reset_evt)),
+        }
     }
 }
 

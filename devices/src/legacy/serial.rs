@@ -25,7 +25,10 @@ pub struct ConsoleOutput {
 impl ConsoleOutput {
     /// Console output copied to `sink` (e.g. stdout) when given.
     pub fn new(sink: Option<Arc<Mutex<dyn Write + Send>>>) -> Self {
-        Self { sink, kept: Arc::default() }
+        Self {
+            sink,
+            kept: Arc::default(),
+        }
     }
 
     /// Everything kept so far (the last MiB), lossily decoded.
@@ -42,7 +45,10 @@ impl ConsoleOutput {
     pub fn last_lines(&self, n: usize) -> Vec<String> {
         let text = self.contents();
         let lines: Vec<&str> = text.lines().collect();
-        lines[lines.len().saturating_sub(n)..].iter().map(|s| s.to_string()).collect()
+        lines[lines.len().saturating_sub(n)..]
+            .iter()
+            .map(|s| s.to_string())
+            .collect()
     }
 }
 
