@@ -303,6 +303,7 @@ impl VmBuilder {
             vcpus: self.vcpus.clone(),
             sample: c.sample_rip,
             exit: exit.clone(),
+            console: self.console.clone(),
             ticks: 0,
             halted_ticks: 0,
         };

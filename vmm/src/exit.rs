@@ -8,6 +8,7 @@ use std::sync::mpsc::Receiver;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use devices::legacy::ConsoleOutput;
 use event_manager::{EventOps, EventSet, Events, MutEventSubscriber};
 use vmm_sys_util::eventfd::EventFd;
 use vmm_sys_util::timerfd::TimerFd;
@@ -34,6 +35,9 @@ pub enum ExitReason {
     Signal(i32),
     /// The host stopped the VM ([`crate::StopHandle::stop`]).
     Stopped,
+    /// The guest kernel panicked (its console showed "Kernel panic - not syncing") and then
+    /// rebooted or halted.
+    GuestPanic { line: String },
 }
 
 impl ExitReason {
@@ -85,6 +89,7 @@ impl fmt::Display for ExitReason {
             ExitReason::VcpuFailed { vcpu, message } => write!(f, "vCPU {vcpu} failed: {message}"),
             ExitReason::Signal(n) => write!(f, "stopped by signal {n}"),
             ExitReason::Stopped => write!(f, "stopped by the host"),
+            ExitReason::GuestPanic { line } => write!(f, "guest kernel panicked: {line}"),
         }
     }
 }
@@ -109,12 +114,19 @@ pub(crate) struct Supervisor {
     pub vcpus: VcpuControl,
     pub sample: bool,
     pub exit: ExitSlot,
+    pub console: ConsoleOutput,
     pub ticks: u64,
     pub halted_ticks: u32,
 }
 
 impl Supervisor {
     fn finish(&self, reason: ExitReason) {
+        let reason = match (reason, self.console.panic_line()) {
+            (ExitReason::Reboot | ExitReason::PowerOff, Some(line)) => {
+                ExitReason::GuestPanic { line }
+            }
+            (r, _) => r,
+        };
         let mut slot = self.exit.lock().expect("exit slot poisoned");
         if slot.is_none() {
             tracing::info!("VM exit: {reason}");

@@ -14,12 +14,22 @@ use crate::bus::BusDevice;
 
 /// How much console output is kept in memory.
 const KEEP_BYTES: usize = 1 << 20;
+/// What Linux prints when it panics.
+const PANIC_MARKER: &str = "Kernel panic - not syncing";
 
-/// Where the guest console goes: an optional sink and a bounded in-memory copy.
+#[derive(Default)]
+struct Kept {
+    bytes: VecDeque<u8>,
+    line: Vec<u8>,
+    panic_line: Option<String>,
+}
+
+/// Where the guest console goes: an optional sink and a bounded in-memory copy. It also notes
+/// the first Linux panic line, so a VM that reboots after `panic=N` counts as failed.
 #[derive(Clone)]
 pub struct ConsoleOutput {
     sink: Option<Arc<Mutex<dyn Write + Send>>>,
-    kept: Arc<Mutex<VecDeque<u8>>>,
+    kept: Arc<Mutex<Kept>>,
 }
 
 impl ConsoleOutput {
@@ -31,10 +41,19 @@ impl ConsoleOutput {
         }
     }
 
+    /// The first "Kernel panic - not syncing" line the guest printed, if any.
+    pub fn panic_line(&self) -> Option<String> {
+        self.kept
+            .lock()
+            .expect("console lock poisoned")
+            .panic_line
+            .clone()
+    }
+
     /// Everything kept so far (the last MiB), lossily decoded.
     pub fn contents(&self) -> String {
         let kept = self.kept.lock().expect("console lock poisoned");
-        let (a, b) = kept.as_slices();
+        let (a, b) = kept.bytes.as_slices();
         let mut v = Vec::with_capacity(a.len() + b.len());
         v.extend_from_slice(a);
         v.extend_from_slice(b);
@@ -56,14 +75,26 @@ impl Write for ConsoleOutput {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         {
             let mut kept = self.kept.lock().expect("console lock poisoned");
-            kept.extend(buf);
-            let excess = kept.len().saturating_sub(KEEP_BYTES);
-            kept.drain(..excess);
+            kept.bytes.extend(buf);
+            let excess = kept.bytes.len().saturating_sub(KEEP_BYTES);
+            kept.bytes.drain(..excess);
+            for &b in buf {
+                if b == b'\n' {
+                    let line = String::from_utf8_lossy(&kept.line).into_owned();
+                    if kept.panic_line.is_none() && line.contains(PANIC_MARKER) {
+                        kept.panic_line = Some(line.trim_end().to_string());
+                    }
+                    kept.line.clear();
+                } else if kept.line.len() < 4096 {
+                    kept.line.push(b);
+                }
+            }
         }
         if let Some(sink) = &self.sink {
             let mut s = sink.lock().expect("console sink lock poisoned");
-            // A closed stdout must not stop the guest: drop output we cannot write.
-            let _ = s.write_all(buf);
+            // A closed stdout must not stop the guest: drop output we cannot write. Flush at
+            // once so prompts without a newline show up.
+            let _ = s.write_all(buf).and_then(|()| s.flush());
         }
         Ok(buf.len())
     }
@@ -159,6 +190,14 @@ mod tests {
         }
         assert_eq!(out.contents(), "hi\nthere\n");
         assert_eq!(out.last_lines(1), vec!["there".to_string()]);
+        assert_eq!(out.panic_line(), None);
+        for b in b"[ 1.0] Kernel panic - not syncing: Attempted to kill init!\n" {
+            s.write(0, &[*b]);
+        }
+        assert_eq!(
+            out.panic_line().as_deref(),
+            Some("[ 1.0] Kernel panic - not syncing: Attempted to kill init!")
+        );
         // Enable the "received data available" interrupt, then feed input.
         s.write(1, &[0x01]);
         assert_eq!(s.enqueue_input(b"x"), 1);
