@@ -119,3 +119,99 @@ fn memory_too_small_or_too_large() {
         &["--memory \"lots\""],
     );
 }
+
+#[test]
+fn stdin_reaches_the_guest_uart() {
+    use std::io::Write;
+    let k = guest::build("echo");
+    let mut child = Command::new(vmctl_bin::path())
+        .args(["run", "--memory", "16", "--kernel"])
+        .arg(&k)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(b"abc\nq").unwrap();
+    let out = wait_with_limit(child, 30);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "stderr: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(stdout, "ready\nabc\nq");
+}
+
+#[test]
+fn sigint_tears_the_vm_down() {
+    let k = guest::build("counter");
+    let child = Command::new(vmctl_bin::path())
+        .args(["run", "--memory", "16", "--kernel"])
+        .arg(&k)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    // SAFETY: kill(2) on our own child's pid.
+    assert_eq!(unsafe { libc::kill(child.id() as i32, libc::SIGINT) }, 0);
+    let out = wait_with_limit(child, 10);
+    assert_eq!(out.status.code(), Some(128 + libc::SIGINT));
+    assert_fails_with(&out, &["stopped by signal 2"]);
+}
+
+fn is_root() -> bool {
+    // SAFETY: geteuid has no preconditions.
+    unsafe { libc::geteuid() == 0 }
+}
+
+#[test]
+fn no_kvm_device() {
+    if !is_root() {
+        eprintln!("SKIPPED: needs root for a private mount namespace");
+        return;
+    }
+    let k = guest::build("hello");
+    let script = format!(
+        "mount -t tmpfs none /dev && exec {} run --memory 16 --kernel {}",
+        vmctl_bin::path().display(),
+        k.display()
+    );
+    let out = Command::new("unshare")
+        .args(["-m", "sh", "-c", &script])
+        .output()
+        .unwrap();
+    assert_fails_with(&out, &["/dev/kvm does not exist", "modprobe"]);
+}
+
+#[test]
+fn no_kvm_permission() {
+    if !is_root() {
+        eprintln!("SKIPPED: needs root to switch to an unprivileged user");
+        return;
+    }
+    let k = guest::build("hello");
+    let out = Command::new("setpriv")
+        .args(["--reuid", "65534", "--regid", "65534", "--clear-groups"])
+        .arg(vmctl_bin::path())
+        .args(["run", "--memory", "16", "--kernel"])
+        .arg(&k)
+        .output()
+        .unwrap();
+    assert_fails_with(&out, &["no permission to open /dev/kvm", "group"]);
+}
+
+/// Waits for `child` at most `secs` seconds (kills it and panics after that).
+fn wait_with_limit(mut child: std::process::Child, secs: u64) -> Output {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(secs);
+    while child.try_wait().unwrap().is_none() {
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("vmctl did not exit within {secs} s");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    child.wait_with_output().unwrap()
+}

@@ -37,7 +37,7 @@ pub fn run_kernel(args: RunArgs) -> anyhow::Result<i32> {
     };
     let pvm = vmm::cmdline::host_is_pvm();
     if pvm {
-        tracing::warn!(
+        tracing::info!(
             "/dev/kvm is nested through PVM (/sys/module/kvm_pvm exists): adding to the guest command line: {}",
             vmm::cmdline::PVM_ARGS
         );
