@@ -11,6 +11,33 @@
 //! std::process::exit(reason.exit_code());
 //! # }
 //! ```
+//!
+//! # Design
+//! - [`VmBuilder::new`] validates the config (each error names the value and the fix), opens
+//!   KVM (irqchip, PIT2, TSS and identity-map addresses), allocates guest memory around the MMIO
+//!   gap and wires the legacy devices: COM1 (irqfd on IRQ 4) and the i8042 (reset ends the VM).
+//! - Before [`VmBuilder::build`], devices can be added: [`VmBuilder::add_mmio_device`] (virtio-mmio
+//!   slots with ioeventfds on QueueNotify and an irqfd; appends `virtio_mmio.device=` to the
+//!   command line), [`VmBuilder::add_pio_device`], and event-loop subscribers
+//!   ([`VmBuilder::add_subscriber`]).
+//! - [`VmBuilder::build`] loads the kernel (PVH when the ELF has the note, else the 64-bit entry
+//!   of an ELF or bzImage), initrd, command line, MP table and e820/PVH memory map, and creates
+//!   the vCPUs (CPUID from KVM patched per vCPU, boot MSRs, FPU, LAPIC LINT0/LINT1).
+//! - [`Vmm::run`] starts one thread per vCPU that only runs `KVM_RUN` and dispatches PIO/MMIO to
+//!   the buses, and runs the event loop (event-manager) until the guest ends: see
+//!   [`ExitReason`]. The boot-time marker page at 0xc000_0000 is mapped then.
+//! - Every 250 ms the event loop kicks every vCPU (a real-time signal whose handler sets
+//!   `kvm_run.immediate_exit`). On a kick the vCPU thread records whether it is halted with
+//!   RFLAGS.IF clear (KVM_GET_MP_STATE + KVM_GET_REGS). With the in-kernel irqchip HLT never
+//!   exits to user space, so this is how a Linux `poweroff -f` without ACPI (every CPU in
+//!   `cli; hlt`) is seen: when all vCPUs are halted with IF clear (or never started) on two
+//!   ticks in a row, the VM ends with [`ExitReason::PowerOff`]. With `VmConfig::sample_rip`
+//!   (vmctl: `VMCTL_SAMPLE_RIP=1`) each vCPU prints its RIP to stderr once a second.
+//! - [`VcpuControl::pause`] parks every vCPU thread outside `KVM_RUN` (kick until all report
+//!   parked); [`VcpuControl::resume`] releases them. [`StopHandle::stop`] ends `run` from
+//!   another thread; SIGINT/SIGTERM end it too.
+//! - A reboot or halt after the console showed "Kernel panic - not syncing" counts as
+//!   [`ExitReason::GuestPanic`] (vmctl passes `panic=1`, so a panicking guest resets).
 
 pub mod arch;
 pub mod boot;
