@@ -6,3 +6,8 @@
 
 pub mod client;
 pub mod protocol;
+
+// Host side of VM-backed runs (vmctl uses these for --isolation microvm and hosted).
+pub mod disk;
+pub mod registry;
+pub mod session;

@@ -3,6 +3,7 @@
 
 mod cli;
 mod container;
+mod hosted;
 mod vm;
 
 use clap::Parser;
@@ -32,6 +33,7 @@ fn dispatch(cmd: cli::Command) -> anyhow::Result<i32> {
         Command::Run(args) => match (args.kernel.is_some(), args.isolation) {
             (true, _) => vm::run_kernel(args),
             (false, Isolation::Container) => container::run(args),
+            (false, Isolation::Hosted) => hosted::run(args),
             (false, iso) => anyhow::bail!(
                 "--isolation {iso:?} with an image is not available yet; use --kernel PATH"
             ),

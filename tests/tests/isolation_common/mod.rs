@@ -1,0 +1,391 @@
+//! One behaviour suite for every isolation level: `vmctl run --isolation LEVEL IMAGE -- CMD`
+//! must behave the same (output, exit code, env, working dir, user, limits, --rm, signals).
+//! `suite!(level, [tests...])` instantiates the listed cases for a level.
+
+#![allow(dead_code)]
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use vmctl_tests::vmctl_bin;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Level {
+    Container,
+    Microvm,
+    Hosted,
+}
+
+impl Level {
+    pub fn flag(self) -> &'static str {
+        match self {
+            Level::Container => "container",
+            Level::Microvm => "microvm",
+            Level::Hosted => "hosted",
+        }
+    }
+}
+
+/// The test image: a busybox root filesystem (static busybox from the host).
+pub fn image() -> String {
+    static IMG: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    IMG.get_or_init(|| {
+        let cache = std::env::var_os("VMCTL_CACHE")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| {
+                PathBuf::from(std::env::var("HOME").unwrap_or("/root".into())).join(".cache/vmctl")
+            });
+        let dir = cache.join("test-images/busybox-v1");
+        if dir.join("bin/busybox").exists() {
+            return dir;
+        }
+        let tmp = cache.join(format!("test-images/.tmp-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&tmp);
+        for d in ["bin", "etc", "tmp", "root", "proc", "sys", "dev"] {
+            std::fs::create_dir_all(tmp.join(d)).unwrap();
+        }
+        std::fs::copy("/usr/bin/busybox", tmp.join("bin/busybox"))
+            .expect("busybox-static is installed");
+        let list = Command::new("/usr/bin/busybox")
+            .arg("--list")
+            .output()
+            .unwrap();
+        for applet in String::from_utf8_lossy(&list.stdout).lines() {
+            if applet != "busybox" {
+                let _ = std::os::unix::fs::symlink("busybox", tmp.join("bin").join(applet));
+            }
+        }
+        std::fs::write(
+            tmp.join("etc/passwd"),
+            "root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/nonexistent:/bin/false\n",
+        )
+        .unwrap();
+        std::fs::write(tmp.join("etc/group"), "root:x:0:\nnogroup:x:65534:\n").unwrap();
+        if std::fs::rename(&tmp, &dir).is_err() {
+            let _ = std::fs::remove_dir_all(&tmp); // another test process won the race
+        }
+        dir
+    })
+    .display()
+    .to_string()
+}
+
+/// `vmctl run --isolation LEVEL --rm [flags] IMAGE -- cmd`.
+pub fn command(level: Level, flags: &[&str], cmd: &[&str]) -> Command {
+    let mut c = Command::new(vmctl_bin::path());
+    c.args([
+        "run",
+        "--isolation",
+        level.flag(),
+        "--rm",
+        "--network",
+        "none",
+    ])
+    .args(flags)
+    .arg(image())
+    .arg("--")
+    .args(cmd);
+    c
+}
+
+/// Runs to completion with `input` on stdin.
+pub fn run_with(level: Level, flags: &[&str], cmd: &[&str], input: Option<&[u8]>) -> Output {
+    let mut c = command(level, flags, cmd);
+    c.stdin(if input.is_some() {
+        Stdio::piped()
+    } else {
+        Stdio::null()
+    })
+    .stdout(Stdio::piped())
+    .stderr(Stdio::piped());
+    let mut child = c.spawn().expect("spawn vmctl");
+    if let Some(data) = input {
+        let mut stdin = child.stdin.take().unwrap();
+        stdin.write_all(data).unwrap();
+    }
+    wait_output(child, Duration::from_secs(180))
+}
+
+pub fn run(level: Level, flags: &[&str], cmd: &[&str]) -> Output {
+    run_with(level, flags, cmd, None)
+}
+
+/// Waits for `child` with a deadline (killing it after), collecting its output. Asserts that
+/// every process it started (e.g. QEMU) is gone when it has exited.
+pub fn wait_output(mut child: Child, limit: Duration) -> Output {
+    let end = Instant::now() + limit;
+    let mut kids = std::collections::BTreeSet::new();
+    while Instant::now() < end {
+        kids.extend(children_of(child.id()));
+        if child.try_wait().unwrap().is_some() {
+            let out = child.wait_with_output().unwrap();
+            std::thread::sleep(Duration::from_millis(100));
+            for k in kids {
+                let alive = std::fs::read_to_string(format!("/proc/{k}/stat"))
+                    .is_ok_and(|s| !s.contains(") Z "));
+                assert!(
+                    !alive,
+                    "process {k} started by vmctl outlived it; stderr: {}",
+                    text(&out.stderr)
+                );
+            }
+            return out;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let _ = child.kill();
+    let out = child.wait_with_output().unwrap();
+    panic!(
+        "vmctl did not finish within {limit:?}; stderr: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+pub fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+pub fn assert_ok(out: &Output) {
+    assert!(
+        out.status.success(),
+        "status {:?}; stderr: {}",
+        out.status,
+        text(&out.stderr)
+    );
+}
+
+/// Processes whose command line mentions `needle` (leftover VMMs).
+pub fn processes_mentioning(needle: &str) -> Vec<String> {
+    let mut v = Vec::new();
+    for e in std::fs::read_dir("/proc").unwrap().flatten() {
+        if let Ok(c) = std::fs::read(e.path().join("cmdline")) {
+            let c = text(&c).replace('\0', " ");
+            if c.contains(needle) {
+                v.push(c);
+            }
+        }
+    }
+    v
+}
+
+/// Pids whose parent is `pid`.
+pub fn children_of(pid: u32) -> Vec<u32> {
+    let mut v = Vec::new();
+    for e in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let Ok(stat) = std::fs::read_to_string(e.path().join("stat")) else {
+            continue;
+        };
+        let Some(after) = stat.rsplit_once(") ").map(|x| x.1) else {
+            continue;
+        };
+        if after.split(' ').nth(1).and_then(|p| p.parse::<u32>().ok()) == Some(pid) {
+            if let Ok(k) = e.file_name().to_string_lossy().parse() {
+                v.push(k);
+            }
+        }
+    }
+    v
+}
+
+/// VM records left under /run/vmctl/vms whose supervisor was `pid`.
+pub fn records_of(pid: u32) -> Vec<PathBuf> {
+    let Ok(d) = std::fs::read_dir("/run/vmctl/vms") else {
+        return Vec::new();
+    };
+    d.flatten()
+        .map(|e| e.path())
+        .filter(|p| {
+            std::fs::read_to_string(p.join("state.json"))
+                .is_ok_and(|s| s.contains(&format!("\"pid\": {pid},")))
+        })
+        .collect()
+}
+
+pub fn exists(p: &Path) -> bool {
+    p.exists()
+}
+
+// ---- the cases ---------------------------------------------------------------------------
+
+pub fn output_and_exit_code(l: Level) {
+    let out = run(
+        l,
+        &[],
+        &["sh", "-c", "echo to-stdout; echo to-stderr >&2; exit 3"],
+    );
+    assert_eq!(
+        text(&out.stdout),
+        "to-stdout\n",
+        "stderr: {}",
+        text(&out.stderr)
+    );
+    assert_eq!(text(&out.stderr), "to-stderr\n");
+    assert_eq!(out.status.code(), Some(3));
+}
+
+pub fn binary_output_is_exact(l: Level) {
+    // 300 KiB of every byte value: framing must not alter or lose anything.
+    let out = run(l, &[], &["sh", "-c", "i=0; while [ $i -lt 1200 ]; do printf \"$(printf '\\\\%o' $((i % 256)))\"; i=$((i+1)); done | head -c 1200 > /tmp/a; for x in 1 2 3 4 5 6 7 8; do cat /tmp/a /tmp/a /tmp/a /tmp/a; done | md5sum; dd if=/dev/urandom bs=1k count=300 2>/dev/null | tee /tmp/r | md5sum; md5sum < /tmp/r"]);
+    assert_ok(&out);
+    let s = text(&out.stdout);
+    let lines: Vec<&str> = s.lines().collect();
+    assert_eq!(lines.len(), 3, "{s}");
+    assert_eq!(lines[1], lines[2], "checksums differ: {s}");
+}
+
+pub fn env_and_workdir(l: Level) {
+    let out = run(
+        l,
+        &["-e", "GREETING=hello world", "-w", "/srv/app"],
+        &["sh", "-c", "echo \"$GREETING\"; pwd; echo $HOME"],
+    );
+    assert_ok(&out);
+    assert_eq!(text(&out.stdout), "hello world\n/srv/app\n/root\n");
+}
+
+pub fn user(l: Level) {
+    let out = run(
+        l,
+        &["-u", "65534:65534"],
+        &[
+            "sh",
+            "-c",
+            "id -u; id -g; touch /root/x 2>/dev/null && echo wrote || echo denied",
+        ],
+    );
+    assert_ok(&out);
+    assert_eq!(text(&out.stdout), "65534\n65534\ndenied\n");
+    let out = run(l, &["-u", "nobody"], &["id", "-u"]);
+    assert_eq!(
+        text(&out.stdout),
+        "65534\n",
+        "stderr: {}",
+        text(&out.stderr)
+    );
+}
+
+pub fn memory_limit(l: Level) {
+    // Under the limit: fine. Over it (tmpfs pages are charged to the container): OOM-killed.
+    let small = run(
+        l,
+        &["-m", "48m"],
+        &[
+            "sh",
+            "-c",
+            "dd if=/dev/zero of=/dev/shm/f bs=1M count=8 2>/dev/null; echo ok",
+        ],
+    );
+    assert_ok(&small);
+    assert_eq!(text(&small.stdout), "ok\n");
+    let big = run(
+        l,
+        &["-m", "48m"],
+        &["dd", "if=/dev/zero", "of=/dev/shm/f", "bs=1M", "count=200"],
+    );
+    assert_eq!(
+        big.status.code(),
+        Some(137),
+        "stderr: {}",
+        text(&big.stderr)
+    );
+}
+
+pub fn files_do_not_persist_after_rm(l: Level) {
+    let mark = format!("/marker-{}", std::process::id());
+    let out = run(l, &[], &["sh", "-c", &format!("touch {mark} && ls {mark}")]);
+    assert_ok(&out);
+    let out = run(l, &[], &["ls", &mark]);
+    assert_ne!(
+        out.status.code(),
+        Some(0),
+        "{mark} survived --rm: {}",
+        text(&out.stdout)
+    );
+}
+
+pub fn stdin_is_forwarded(l: Level) {
+    let out = run_with(
+        l,
+        &["-i"],
+        &["sh", "-c", "cat; echo end"],
+        Some(b"line one\nline two\n"),
+    );
+    assert_ok(&out);
+    assert_eq!(text(&out.stdout), "line one\nline two\nend\n");
+}
+
+pub fn missing_command_fails_like_docker(l: Level) {
+    let out = run(l, &[], &["/no/such/program"]);
+    assert!(!out.status.success());
+    assert!(
+        matches!(out.status.code(), Some(126) | Some(127)),
+        "{:?} {}",
+        out.status,
+        text(&out.stderr)
+    );
+}
+
+/// SIGTERM to `vmctl run` reaches the workload; the VM is torn down, nothing is left.
+pub fn signal_forwarding_and_teardown(l: Level) {
+    let mut c = command(
+        l,
+        &[],
+        &[
+            "sh",
+            "-c",
+            "trap 'echo got-term; exit 7' TERM; echo ready; while true; do sleep 0.1; done",
+        ],
+    );
+    c.stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = c.spawn().unwrap();
+    let pid = child.id();
+    let mut stdout = child.stdout.take().unwrap();
+    let mut seen = Vec::new();
+    let end = Instant::now() + Duration::from_secs(120);
+    while !text(&seen).contains("ready") {
+        assert!(Instant::now() < end, "no 'ready'");
+        let mut b = [0u8; 64];
+        let n = std::io::Read::read(&mut stdout, &mut b).unwrap();
+        assert!(n > 0, "vmctl ended early: {}", text(&seen));
+        seen.extend_from_slice(&b[..n]);
+    }
+    let records = records_of(pid);
+    // SAFETY: kill(2) with integers on our child.
+    unsafe { libc::kill(pid as i32, libc::SIGTERM) };
+    let mut rest = Vec::new();
+    std::io::Read::read_to_end(&mut stdout, &mut rest).unwrap();
+    seen.extend(rest);
+    let out = wait_output(child, Duration::from_secs(60));
+    assert_eq!(
+        text(&seen),
+        "ready\ngot-term\n",
+        "stderr: {}",
+        text(&out.stderr)
+    );
+    assert_eq!(out.status.code(), Some(7));
+    for r in records {
+        assert!(!r.exists(), "record {} left behind", r.display());
+        assert!(
+            processes_mentioning(&r.display().to_string()).is_empty(),
+            "VMM of {} still running",
+            r.display()
+        );
+    }
+}
+
+/// Instantiates cases for a level: `suite!(Level::Hosted, output_and_exit_code, user, ...)`.
+#[macro_export]
+macro_rules! suite {
+    ($level:expr, $($case:ident),+ $(,)?) => {
+        $(
+            #[test]
+            fn $case() {
+                isolation_common::$case($level);
+            }
+        )+
+    };
+}
