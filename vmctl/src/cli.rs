@@ -5,7 +5,11 @@ use std::path::PathBuf;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 #[derive(Parser, Debug)]
-#[command(name = "vmctl", version, about = "Containers, microVMs and hosted VMs from one image")]
+#[command(
+    name = "vmctl",
+    version,
+    about = "Containers, microVMs and hosted VMs from one image"
+)]
 pub struct Cli {
     /// Log level (error, warn, info, debug, trace); VMCTL_LOG overrides it.
     #[arg(long, global = true, default_value = "warn")]
