@@ -1,0 +1,85 @@
+//! Errors of the image store.
+
+use std::path::PathBuf;
+
+/// Everything that can go wrong while importing, reading or removing images.
+#[derive(Debug, thiserror::Error)]
+pub enum ImageError {
+    /// An I/O operation failed; `context` says what was being done.
+    #[error("{context}: {source}")]
+    Io {
+        context: String,
+        #[source]
+        source: std::io::Error,
+    },
+    /// A layer or archive entry would escape its directory or is otherwise unsafe.
+    #[error(
+        "unsafe entry {entry:?} in {what}: {reason}; the archive was rejected and nothing was kept"
+    )]
+    UnsafeEntry {
+        what: String,
+        entry: PathBuf,
+        reason: String,
+    },
+    /// A blob's content does not match the digest that names it.
+    #[error("digest mismatch for {what}: expected {expected}, got {actual}; the source is corrupt or was tampered with")]
+    DigestMismatch {
+        what: String,
+        expected: String,
+        actual: String,
+    },
+    /// The input is not in a format we understand.
+    #[error("{0}")]
+    Format(String),
+    /// No image with that name or id.
+    #[error(
+        "no image named {0:?}; `vmctl images` lists the images, `vmctl image import PATH` adds one"
+    )]
+    NotFound(String),
+    /// A name or id matches more than one image.
+    #[error("{0:?} matches more than one image ({1}); use a longer id")]
+    Ambiguous(String, String),
+    /// An image name is not valid.
+    #[error("invalid image name {0:?}: use letters, digits and . _ - / : @ (e.g. myapp:1.0)")]
+    InvalidName(String),
+    /// An OCI document could not be parsed.
+    #[error("invalid OCI document {what}: {source}")]
+    Oci {
+        what: String,
+        #[source]
+        source: oci_spec::OciSpecError,
+    },
+    /// A JSON document could not be parsed or written.
+    #[error("invalid JSON in {what}: {source}")]
+    Json {
+        what: String,
+        #[source]
+        source: serde_json::Error,
+    },
+}
+
+/// Result alias of the image store.
+pub type Result<T> = std::result::Result<T, ImageError>;
+
+/// Adds context to I/O errors.
+pub(crate) trait IoContext<T> {
+    fn ctx(self, f: impl FnOnce() -> String) -> Result<T>;
+}
+
+impl<T> IoContext<T> for std::io::Result<T> {
+    fn ctx(self, f: impl FnOnce() -> String) -> Result<T> {
+        self.map_err(|source| ImageError::Io {
+            context: f(),
+            source,
+        })
+    }
+}
+
+impl<T> IoContext<T> for nix::Result<T> {
+    fn ctx(self, f: impl FnOnce() -> String) -> Result<T> {
+        self.map_err(|e| ImageError::Io {
+            context: f(),
+            source: std::io::Error::from(e),
+        })
+    }
+}

@@ -1,0 +1,1 @@
+//! Container networking: none, host and bridge (veth + IPAM + NAT + published ports).
