@@ -307,3 +307,40 @@ fn default_image_runs_busybox() {
     assert_eq!(store.ensure_default().unwrap().id, img.id);
     assert_eq!(store.list().unwrap().len(), 1);
 }
+
+#[test]
+fn import_detects_the_kind_of_source() {
+    use runtime::image::{detect, SourceKind};
+    let (_t, root) = store_dir();
+    let store = ImageStore::open(&root).unwrap();
+    let src = tempfile::tempdir().unwrap();
+    let layers = [app_layer(b"auto")];
+    let cfg = config_json(&layers, &[], &["auto"]);
+    let layout = src.path().join("layout");
+    oci_layout(&layout, &layers, &cfg, None);
+    let docker = src.path().join("docker.tar");
+    docker_save(&docker, &layers, &cfg, &["auto/docker:1"], false);
+    let rootfs = src.path().join("rootfs.tgz");
+    std::fs::write(
+        &rootfs,
+        gz(&tar_bytes(&[E::File("manifest.json.not", b"x")])),
+    )
+    .unwrap();
+    assert_eq!(detect(&layout).unwrap(), SourceKind::OciLayout);
+    assert_eq!(detect(&docker).unwrap(), SourceKind::Archive);
+    assert_eq!(detect(&rootfs).unwrap(), SourceKind::Rootfs);
+    assert_eq!(detect(src.path()).unwrap(), SourceKind::Rootfs);
+    let a = store.import(&layout, Some("auto/layout")).unwrap();
+    let b = store.import(&docker, None).unwrap();
+    assert_eq!(a.id, b.id, "same config, same image");
+    assert_eq!(b.names, vec!["auto/layout:latest", "auto/docker:1"]);
+    let c = store.import(&rootfs, Some("auto/rootfs")).unwrap();
+    assert!(store.get(&c.id).unwrap().layers[0]
+        .join("manifest.json.not")
+        .exists());
+    let err = store
+        .import(src.path().join("nope"), None)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("nope"), "{err}");
+}

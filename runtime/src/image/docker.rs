@@ -124,9 +124,9 @@ impl ImageStore {
         let mf = dir.join("manifest.json");
         let data = fs::read(&mf).ctx(|| format!("read {}", mf.display()))?;
         let all: Vec<DockerManifest> =
-            serde_json::from_slice(&data).map_err(|source| ImageError::Json {
+            serde_json::from_slice(&data).map_err(|cause| ImageError::Json {
                 what: format!("manifest.json of {}", tar_path.display()),
-                source,
+                cause,
             })?;
         let m = choose(&all, name, tar_path)?;
         let config_path = inside(dir, &m.config)?;
@@ -147,13 +147,12 @@ impl ImageStore {
                 });
             }
         }
-        let config =
-            ImageConfiguration::from_reader(config_bytes.as_slice()).map_err(|source| {
-                ImageError::Oci {
-                    what: format!("config {}", m.config),
-                    source,
-                }
-            })?;
+        let config = ImageConfiguration::from_reader(config_bytes.as_slice()).map_err(|cause| {
+            ImageError::Oci {
+                what: format!("config {}", m.config),
+                cause,
+            }
+        })?;
         let diff_ids = config.rootfs().diff_ids();
         if diff_ids.len() != m.layers.len() {
             return Err(ImageError::Format(format!(

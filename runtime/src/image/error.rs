@@ -6,11 +6,10 @@ use std::path::PathBuf;
 #[derive(Debug, thiserror::Error)]
 pub enum ImageError {
     /// An I/O operation failed; `context` says what was being done.
-    #[error("{context}: {source}")]
+    #[error("{context}: {cause}")]
     Io {
         context: String,
-        #[source]
-        source: std::io::Error,
+        cause: std::io::Error,
     },
     /// A layer or archive entry would escape its directory or is otherwise unsafe.
     #[error(
@@ -43,18 +42,16 @@ pub enum ImageError {
     #[error("invalid image name {0:?}: use letters, digits and . _ - / : @ (e.g. myapp:1.0)")]
     InvalidName(String),
     /// An OCI document could not be parsed.
-    #[error("invalid OCI document {what}: {source}")]
+    #[error("invalid OCI document {what}: {cause}")]
     Oci {
         what: String,
-        #[source]
-        source: oci_spec::OciSpecError,
+        cause: oci_spec::OciSpecError,
     },
     /// A JSON document could not be parsed or written.
-    #[error("invalid JSON in {what}: {source}")]
+    #[error("invalid JSON in {what}: {cause}")]
     Json {
         what: String,
-        #[source]
-        source: serde_json::Error,
+        cause: serde_json::Error,
     },
 }
 
@@ -68,9 +65,9 @@ pub(crate) trait IoContext<T> {
 
 impl<T> IoContext<T> for std::io::Result<T> {
     fn ctx(self, f: impl FnOnce() -> String) -> Result<T> {
-        self.map_err(|source| ImageError::Io {
+        self.map_err(|cause| ImageError::Io {
             context: f(),
-            source,
+            cause,
         })
     }
 }
@@ -79,7 +76,7 @@ impl<T> IoContext<T> for nix::Result<T> {
     fn ctx(self, f: impl FnOnce() -> String) -> Result<T> {
         self.map_err(|e| ImageError::Io {
             context: f(),
-            source: std::io::Error::from(e),
+            cause: std::io::Error::from(e),
         })
     }
 }

@@ -10,6 +10,7 @@
 //! No registry is contacted: every source is a local file or directory.
 
 mod default;
+mod detect;
 mod digest;
 mod docker;
 mod error;
@@ -24,6 +25,7 @@ use std::path::PathBuf;
 use serde::{Deserialize, Serialize};
 
 pub use default::DEFAULT_IMAGE;
+pub use detect::{detect, SourceKind};
 pub use error::{ImageError, Result};
 
 /// Default root of the store.

@@ -56,17 +56,17 @@ impl Layout<'_> {
         let is_index =
             *mt == MediaType::ImageIndex || matches!(mt, MediaType::Other(s) if s == DOCKER_INDEX);
         if !is_index {
-            return ImageManifest::from_reader(self.open_blob(desc)?).map_err(|source| {
+            return ImageManifest::from_reader(self.open_blob(desc)?).map_err(|cause| {
                 ImageError::Oci {
                     what: format!("manifest {}", desc.digest()),
-                    source,
+                    cause,
                 }
             });
         }
         let index =
-            ImageIndex::from_reader(self.open_blob(desc)?).map_err(|source| ImageError::Oci {
+            ImageIndex::from_reader(self.open_blob(desc)?).map_err(|cause| ImageError::Oci {
                 what: format!("index {}", desc.digest()),
-                source,
+                cause,
             })?;
         let host = (Os::Linux, Arch::default());
         let chosen = index.manifests().iter().find(|m| {
@@ -157,14 +157,14 @@ impl ImageStore {
                 layout_file.display()
             )));
         }
-        OciLayout::from_file(&layout_file).map_err(|source| ImageError::Oci {
+        OciLayout::from_file(&layout_file).map_err(|cause| ImageError::Oci {
             what: layout_file.display().to_string(),
-            source,
+            cause,
         })?;
         let index_file = dir.join("index.json");
-        let index = ImageIndex::from_file(&index_file).map_err(|source| ImageError::Oci {
+        let index = ImageIndex::from_file(&index_file).map_err(|cause| ImageError::Oci {
             what: index_file.display().to_string(),
-            source,
+            cause,
         })?;
         let desc = choose(&index, name, dir)?;
         let layout = Layout { dir };
@@ -172,13 +172,12 @@ impl ImageStore {
         let config_path = layout.blob(manifest.config())?;
         let config_bytes =
             fs::read(&config_path).ctx(|| format!("read {}", config_path.display()))?;
-        let config =
-            ImageConfiguration::from_reader(config_bytes.as_slice()).map_err(|source| {
-                ImageError::Oci {
-                    what: format!("config {}", manifest.config().digest()),
-                    source,
-                }
-            })?;
+        let config = ImageConfiguration::from_reader(config_bytes.as_slice()).map_err(|cause| {
+            ImageError::Oci {
+                what: format!("config {}", manifest.config().digest()),
+                cause,
+            }
+        })?;
         let diff_ids = config.rootfs().diff_ids();
         if diff_ids.len() != manifest.layers().len() {
             return Err(ImageError::Format(format!(

@@ -129,9 +129,9 @@ impl ImageStore {
             if p.extension().is_some_and(|x| x == "json") {
                 let data = fs::read(&p).ctx(|| format!("read {}", p.display()))?;
                 let rec: Record =
-                    serde_json::from_slice(&data).map_err(|source| ImageError::Json {
+                    serde_json::from_slice(&data).map_err(|cause| ImageError::Json {
                         what: p.display().to_string(),
-                        source,
+                        cause,
                     })?;
                 out.push(rec);
             }
@@ -143,9 +143,9 @@ impl ImageStore {
     fn write_record(&self, rec: &Record) -> Result<()> {
         let p = self.record_path(&rec.id)?;
         let tmp = p.with_extension("json.tmp");
-        let data = serde_json::to_vec_pretty(rec).map_err(|source| ImageError::Json {
+        let data = serde_json::to_vec_pretty(rec).map_err(|cause| ImageError::Json {
             what: p.display().to_string(),
-            source,
+            cause,
         })?;
         let mut f = File::create(&tmp).ctx(|| format!("create {}", tmp.display()))?;
         f.write_all(&data)

@@ -7,11 +7,10 @@ pub enum NetError {
     #[error("`{cmd}` failed: {detail}")]
     Command { cmd: String, detail: String },
     /// An I/O operation failed; `context` says what was being done.
-    #[error("{context}: {source}")]
+    #[error("{context}: {cause}")]
     Io {
         context: String,
-        #[source]
-        source: std::io::Error,
+        cause: std::io::Error,
     },
     /// A user-supplied value is not valid; the message names it and the expected form.
     #[error("{0}")]
@@ -23,11 +22,10 @@ pub enum NetError {
     #[error("{0}")]
     Conflict(String),
     /// The IPAM state file could not be parsed or written.
-    #[error("network state {path}: {source}")]
+    #[error("network state {path}: {cause}")]
     State {
         path: String,
-        #[source]
-        source: serde_json::Error,
+        cause: serde_json::Error,
     },
 }
 
@@ -36,5 +34,5 @@ pub type Result<T> = std::result::Result<T, NetError>;
 
 pub(crate) fn io_err(context: impl Into<String>) -> impl FnOnce(std::io::Error) -> NetError {
     let context = context.into();
-    move |source| NetError::Io { context, source }
+    move |cause| NetError::Io { context, cause }
 }

@@ -39,13 +39,13 @@ impl Locked {
             .map_err(io_err(format!("open {}", lock_path.display())))?;
         let lock = Flock::lock(f, FlockArg::LockExclusive).map_err(|(_, e)| NetError::Io {
             context: format!("lock {}", lock_path.display()),
-            source: e.into(),
+            cause: e.into(),
         })?;
         let path = dir.join("ipam.json");
         let state = match fs::read(&path) {
-            Ok(data) => serde_json::from_slice(&data).map_err(|source| NetError::State {
+            Ok(data) => serde_json::from_slice(&data).map_err(|cause| NetError::State {
                 path: path.display().to_string(),
-                source,
+                cause,
             })?,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => State::default(),
             Err(e) => return Err(io_err(format!("read {}", path.display()))(e)),
@@ -59,9 +59,9 @@ impl Locked {
 
     /// Writes the state back atomically.
     pub(crate) fn save(&self) -> Result<()> {
-        let data = serde_json::to_vec_pretty(&self.state).map_err(|source| NetError::State {
+        let data = serde_json::to_vec_pretty(&self.state).map_err(|cause| NetError::State {
             path: self.path.display().to_string(),
-            source,
+            cause,
         })?;
         let tmp = self.path.with_extension("json.tmp");
         let mut f = File::create(&tmp).map_err(io_err(format!("create {}", tmp.display())))?;
