@@ -250,6 +250,16 @@ fn layers_are_shared_unpacked_once_and_collected() {
     );
     assert_eq!(ls(&root.join("layers")).len(), 3);
 
+    // Naming a shared layer is refused clearly and changes nothing.
+    let base_digest = sha(&one[0].tar);
+    let err = store.remove(&base_digest).unwrap_err();
+    assert!(matches!(err, ImageError::LayerInUse(..)), "{err}");
+    assert!(
+        err.to_string().contains("one:latest") && err.to_string().contains("two:latest"),
+        "{err}"
+    );
+    assert_eq!(ls(&root.join("layers")).len(), 3);
+
     store.remove("one").unwrap();
     assert!(base.is_dir(), "a layer still used by `two` was removed");
     assert_eq!(ls(&root.join("layers")).len(), 2);

@@ -48,8 +48,7 @@ fn published_ports_reach_the_container_from_another_netns_and_loopback() {
     let c = Netns::new();
     let client = Client::new();
     let id = format!("p{}", tag());
-    let base = 20000 + (std::process::id() % 20000) as u16;
-    let (tcp, lo, udp) = (base, base + 3, base + 11);
+    let (tcp, lo, udp) = (port(), port(), port());
     let publish: Vec<PortMapping> = [
         format!("{tcp}:80"),
         format!("127.0.0.1:{lo}:81"),
@@ -133,7 +132,7 @@ fn detach_leaves_nothing_and_frees_the_address() {
     let br = TestBridge::new();
     let c = Netns::new();
     let id = format!("d{}", tag());
-    let port = 40000 + (std::process::id() % 20000) as u16;
+    let port = port();
     let att = br
         .net()
         .attach(&id, c.pid(), &[format!("{port}:80").parse().unwrap()])
@@ -192,7 +191,7 @@ fn failed_attach_leaves_nothing_behind() {
     let br = TestBridge::new();
     let c = Netns::new();
     let id = format!("f{}", tag());
-    let port = 30000 + (std::process::id() % 10000) as u16;
+    let port = port();
     let first = br
         .net()
         .attach(&id, c.pid(), &[format!("{port}:80").parse().unwrap()])
@@ -277,4 +276,85 @@ fn bad_inputs_give_clear_errors() {
     .unwrap_err()
     .to_string();
     assert!(err.contains("a-name-that-is-way-too-long"), "{err}");
+}
+
+#[test]
+fn prune_frees_what_a_dead_container_left() {
+    let br = TestBridge::new();
+    let id = format!("z{}", tag());
+    let port = port();
+    let att = {
+        let c = Netns::new();
+        br.net()
+            .attach(&id, c.pid(), &[format!("{port}:80").parse().unwrap()])
+            .unwrap()
+        // The namespace dies here without a detach; its veth goes with it.
+    };
+    for _ in 0..100 {
+        if !link_exists(&att.veth_host) {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(!link_exists(&att.veth_host));
+    assert_eq!(iptables_lines(&format!("vmctl:{}:{id}", br.name)).len(), 1);
+    assert_eq!(br.net().prune().unwrap(), vec![id.clone()]);
+    assert!(br.net().attachments().unwrap().is_empty());
+    assert!(iptables_lines(&format!("vmctl:{}:{id}", br.name)).is_empty());
+}
+
+#[test]
+fn none_mode_gets_loopback_up() {
+    let ns = Netns::new();
+    assert!(
+        !ns.sh("ip link show lo").1.contains(",UP"),
+        "lo starts down"
+    );
+    runtime::network::setup_loopback(ns.pid()).unwrap();
+    let (ok, out) = ns.sh("ip link show lo");
+    assert!(ok && out.contains(",UP"), "{out}");
+    let (ok, out) = ns.sh("busybox ping -c 1 -W 2 127.0.0.1");
+    assert!(ok, "{out}");
+    assert_eq!(
+        "none".parse::<runtime::network::NetworkMode>().unwrap(),
+        runtime::network::NetworkMode::None
+    );
+    assert!(!runtime::network::NetworkMode::Host.needs_netns());
+}
+
+#[test]
+fn a_container_reaches_another_through_its_published_port() {
+    let br = TestBridge::new();
+    let (server, client) = (Netns::new(), Netns::new());
+    let (ids, idc) = (format!("s{}", tag()), format!("c{}", tag()));
+    let port = port();
+    br.net()
+        .attach(&ids, server.pid(), &[format!("{port}:80").parse().unwrap()])
+        .unwrap();
+    let att_c = br.net().attach(&idc, client.pid(), &[]).unwrap();
+    let l = server
+        .run(|| TcpListener::bind("0.0.0.0:80").unwrap())
+        .join()
+        .unwrap();
+    let t = std::thread::spawn(move || {
+        let (mut s, peer) = l.accept().unwrap();
+        s.write_all(b"hairpin").unwrap();
+        peer
+    });
+    let gw = att_c.gateway;
+    let got = client
+        .run(move || {
+            let addr = format!("{gw}:{port}").parse().unwrap();
+            let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(5)).unwrap();
+            let mut out = String::new();
+            s.read_to_string(&mut out).unwrap();
+            out
+        })
+        .join()
+        .unwrap();
+    assert_eq!(got, "hairpin");
+    // The server saw the gateway (masqueraded), so its reply went back through the host.
+    assert_eq!(t.join().unwrap().ip().to_string(), gw.to_string());
+    br.net().detach(&ids).unwrap();
+    br.net().detach(&idc).unwrap();
 }

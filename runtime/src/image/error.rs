@@ -35,6 +35,9 @@ pub enum ImageError {
         "no image named {0:?}; `vmctl images` lists the images, `vmctl image import PATH` adds one"
     )]
     NotFound(String),
+    /// A layer was named for removal; layers go with the last image that uses them.
+    #[error("{0} is a layer, not an image; it is used by {1}: remove those images and it is deleted with the last of them")]
+    LayerInUse(String, String),
     /// A name or id matches more than one image.
     #[error("{0:?} matches more than one image ({1}); use a longer id")]
     Ambiguous(String, String),

@@ -260,6 +260,23 @@ impl ImageStore {
         Err(ImageError::NotFound(name_or_id.to_string()))
     }
 
+    /// The error for a name that is no image: a clearer one if it names a layer.
+    fn not_found_or_layer(&self, name: String) -> ImageError {
+        let digest = format!("sha256:{}", name.trim_start_matches("sha256:"));
+        let users: Vec<String> = self
+            .records()
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|r| r.layers.contains(&digest))
+            .map(|r| r.names.first().cloned().unwrap_or(r.id))
+            .collect();
+        if users.is_empty() {
+            ImageError::NotFound(name)
+        } else {
+            ImageError::LayerInUse(name, users.join(", "))
+        }
+    }
+
     /// All images, newest first.
     pub fn list(&self) -> Result<Vec<ImageInfo>> {
         Ok(self.records()?.iter().map(Record::info).collect())
@@ -292,7 +309,10 @@ impl ImageStore {
     /// is removed (like `docker rmi`). Layers no other image uses are deleted.
     pub fn remove(&self, name_or_id: &str) -> Result<()> {
         let _lock = self.lock()?;
-        let mut rec = self.find(name_or_id)?;
+        let mut rec = match self.find(name_or_id) {
+            Err(ImageError::NotFound(n)) => return Err(self.not_found_or_layer(n)),
+            r => r?,
+        };
         if let Ok(n) = normalize_name(name_or_id) {
             if rec.names.contains(&n) && rec.names.len() > 1 {
                 rec.names.retain(|x| *x != n);

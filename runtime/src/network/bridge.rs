@@ -281,6 +281,19 @@ impl BridgeNetwork {
         Ok(())
     }
 
+    /// Detaches containers whose veth is gone (their netns died without a detach); returns
+    /// their ids.
+    pub fn prune(&self) -> Result<Vec<String>> {
+        let mut gone = Vec::new();
+        for a in self.attachments()? {
+            if run("ip", &["link", "show", "dev", &a.veth_host]).is_err() {
+                self.detach(&a.container_id)?;
+                gone.push(a.container_id);
+            }
+        }
+        Ok(gone)
+    }
+
     /// The containers attached now.
     pub fn attachments(&self) -> Result<Vec<Attachment>> {
         let st = Locked::open(&self.state_dir())?;

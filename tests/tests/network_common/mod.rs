@@ -186,3 +186,11 @@ impl Drop for Client {
         let _ = sh(&format!("ip link del {}", self.veth));
     }
 }
+
+/// A host port unique within this process (and, by pid, very likely across processes).
+pub fn port() -> u16 {
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let n = NEXT.fetch_add(1, Ordering::Relaxed);
+    assert!(n < 40, "too many test ports");
+    (20000 + (std::process::id() % 1000) * 40 + n) as u16
+}
