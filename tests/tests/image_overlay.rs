@@ -89,4 +89,16 @@ fn whiteouts_and_opaque_dirs_hide_lower_files_in_overlayfs() {
         "opaque dir still shows lower entries"
     );
     assert_eq!(std::fs::read(m.0.join("d/new")).unwrap(), b"upper");
+
+    // While mounted, the image cannot be removed; afterwards it can, with its layers.
+    let err = store.remove("wh").unwrap_err();
+    assert!(
+        matches!(err, runtime::image::ImageError::InUse(..)),
+        "{err}"
+    );
+    assert!(err.to_string().contains("merged"), "{err}");
+    assert!(img.layers.iter().all(|l| l.is_dir()));
+    drop(m);
+    store.remove("wh").unwrap();
+    assert_store_empty(&root);
 }

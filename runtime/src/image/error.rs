@@ -38,6 +38,9 @@ pub enum ImageError {
     /// A layer was named for removal; layers go with the last image that uses them.
     #[error("{0} is a layer, not an image; it is used by {1}: remove those images and it is deleted with the last of them")]
     LayerInUse(String, String),
+    /// The image's layers are mounted (a container uses it).
+    #[error("image {0} is in use ({1}); stop the container using it first")]
+    InUse(String, String),
     /// A name or id matches more than one image.
     #[error("{0:?} matches more than one image ({1}); use a longer id")]
     Ambiguous(String, String),

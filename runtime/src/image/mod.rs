@@ -14,6 +14,7 @@ mod detect;
 mod digest;
 mod docker;
 mod error;
+mod inuse;
 mod layers;
 mod oci;
 mod rootfs;

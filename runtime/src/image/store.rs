@@ -319,6 +319,23 @@ impl ImageStore {
                 return self.write_record(&rec);
             }
         }
+        // Layers only this image uses are deleted with it: refuse while one is mounted.
+        let others: HashSet<String> = self
+            .records()?
+            .into_iter()
+            .filter(|r| r.id != rec.id)
+            .flat_map(|r| r.layers)
+            .collect();
+        let doomed: Vec<PathBuf> = rec
+            .layers
+            .iter()
+            .filter(|l| !others.contains(*l))
+            .map(|l| layer_dir(&self.root, l))
+            .collect::<Result<_>>()?;
+        let doomed: Vec<&Path> = doomed.iter().map(PathBuf::as_path).collect();
+        if let Some(user) = super::inuse::mounted_user(&doomed) {
+            return Err(ImageError::InUse(name_or_id.to_string(), user));
+        }
         let p = self.record_path(&rec.id)?;
         fs::remove_file(&p).ctx(|| format!("remove {}", p.display()))?;
         self.gc_layers()?;
