@@ -186,6 +186,15 @@ fn imports_rootfs_tarball_and_directory() {
         b"tarball"
     );
     assert!(img.config.env.iter().any(|e| e.starts_with("PATH=")));
+    // Importing the same content again reuses the unpacked layer.
+    std::fs::write(img.layers[0].join("marker"), "kept").unwrap();
+    let again = store.import_rootfs(&tgz, Some("fromtar2")).unwrap();
+    assert_eq!(again.id, a.id);
+    assert!(
+        img.layers[0].join("marker").exists(),
+        "layer unpacked again"
+    );
+    std::fs::remove_file(img.layers[0].join("marker")).unwrap();
 
     let dir = src.path().join("tree");
     std::fs::create_dir_all(dir.join("etc")).unwrap();

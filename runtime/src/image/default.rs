@@ -91,7 +91,7 @@ impl ImageStore {
                     "the embedded busybox image",
                     Some(DEFAULT_IMAGE),
                     cfg,
-                    || Ok(Cursor::new(tar)),
+                    || Ok(Cursor::new(tar.as_slice())),
                 )
             })?
         };

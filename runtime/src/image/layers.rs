@@ -93,6 +93,13 @@ fn decompress<'a, R: Read + 'a>(reader: R, what: &str) -> Result<Box<dyn Read + 
     }
 }
 
+/// The diff id of a layer stream (compressed or not), read without unpacking it.
+pub(crate) fn diff_id_of<R: Read>(reader: R, what: &str) -> Result<String> {
+    HashingReader::new(decompress(reader, what)?)
+        .finish()
+        .ctx(|| format!("read {what}"))
+}
+
 /// Makes sure the layer whose (possibly compressed) tar stream `open` yields is unpacked in
 /// the store and returns its diff id. When `expected` is given and already present, the
 /// stream is not read at all; otherwise the uncompressed stream must hash to `expected`.

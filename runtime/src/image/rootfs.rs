@@ -7,7 +7,7 @@ use std::path::Path;
 
 use super::digest::sha256_bytes;
 use super::error::{ImageError, IoContext, Result};
-use super::layers::ensure_layer;
+use super::layers::{diff_id_of, ensure_layer};
 use super::store::Record;
 use super::{ImageConfig, ImageInfo, ImageStore};
 
@@ -91,17 +91,19 @@ impl ImageStore {
     }
 
     /// Imports one layer stream as an image with config `cfg`. Call with the lock held.
+    /// The stream is hashed first, so content already in the store is not unpacked again.
     pub(crate) fn import_single_layer<R: Read>(
         &self,
         what: &str,
         name: Option<&str>,
         cfg: ImageConfig,
-        open: impl FnOnce() -> Result<R>,
+        open: impl Fn() -> Result<R>,
     ) -> Result<ImageInfo> {
         if let Some(n) = name {
             super::store::normalize_name(n)?;
         }
-        let diff_id = ensure_layer(&self.root, None, what, open)?;
+        let expected = diff_id_of(open()?, what)?;
+        let diff_id = ensure_layer(&self.root, Some(&expected), what, open)?;
         let id = sha256_bytes(&synth_config(&diff_id, &cfg));
         let names = name.map(|n| vec![n.to_string()]).unwrap_or_default();
         self.commit(Record::new(id, names, vec![diff_id], cfg))
