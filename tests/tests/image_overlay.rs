@@ -102,3 +102,29 @@ fn whiteouts_and_opaque_dirs_hide_lower_files_in_overlayfs() {
     store.remove("wh").unwrap();
     assert_store_empty(&root);
 }
+
+#[test]
+fn pax_xattrs_are_applied_but_never_overlay_ones() {
+    let (_t, root) = store_dir();
+    let store = ImageStore::open(&root).unwrap();
+    let src = tempfile::tempdir().unwrap();
+    let mut pax = pax_record("SCHILY.xattr.user.vmctl", "ok");
+    pax.extend(pax_record("SCHILY.xattr.trusted.overlay.opaque", "y"));
+    let tar = tar_bytes(&[
+        E::Dir("d"),
+        E::Raw(tar::EntryType::XHeader, "PaxHeaders/d", "", &pax),
+        E::Dir("d/"),
+        E::File("d/f", b"x"),
+    ]);
+    let tarball = src.path().join("x.tar");
+    std::fs::write(&tarball, tar).unwrap();
+    store.import_rootfs(&tarball, Some("pax")).unwrap();
+    let d = store.get("pax").unwrap().layers[0].join("d");
+    assert_eq!(get_xattr(&d, "user.vmctl").as_deref(), Some(&b"ok"[..]));
+    assert_eq!(
+        get_xattr(&d, "trusted.overlay.opaque"),
+        None,
+        "a layer forged an opaque dir"
+    );
+    assert!(d.join("f").exists());
+}
