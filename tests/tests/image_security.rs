@@ -144,3 +144,31 @@ fn archive_member_escaping_is_rejected() {
     assert!(!out.path().join("evil").exists());
     assert_store_empty(&root);
 }
+
+#[test]
+fn archive_manifest_pointing_outside_or_at_devices_is_rejected() {
+    let (_t, root) = store_dir();
+    let store = ImageStore::open(&root).unwrap();
+    let src = tempfile::tempdir().unwrap();
+    let out = outside_dir();
+    let secret = out.path().join("secret").display().to_string();
+    for (config_entry, expect) in [
+        (E::Symlink("config.json", &secret), "outside"),
+        (
+            E::Raw(EntryType::Char, "config.json", "", b""),
+            "not a regular file",
+        ),
+    ] {
+        let manifest = br#"[{"Config":"config.json","RepoTags":["x:1"],"Layers":[]}]"#;
+        let tar = src.path().join("a.tar");
+        std::fs::write(
+            &tar,
+            tar_bytes(&[E::File("manifest.json", manifest), config_entry]),
+        )
+        .unwrap();
+        let err = store.import_archive(&tar, None).unwrap_err();
+        assert!(matches!(err, ImageError::UnsafeEntry { .. }), "{err}");
+        assert!(err.to_string().contains(expect), "{err}");
+        assert_store_empty(&root);
+    }
+}

@@ -4,14 +4,14 @@
 
 use std::fs::{self, File};
 use std::io::BufReader;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use oci_spec::image::ImageConfiguration;
 use serde::Deserialize;
 
 use super::digest::{sha256_bytes, sha256_hex};
 use super::error::{ImageError, IoContext, Result};
-use super::layers::ensure_layer;
+use super::layers::{ensure_layer, file_inside};
 use super::store::Record;
 use super::unpack::{unpack, Whiteouts};
 use super::{ImageConfig, ImageInfo, ImageStore};
@@ -23,27 +23,6 @@ struct DockerManifest {
     #[serde(default)]
     repo_tags: Option<Vec<String>>,
     layers: Vec<String>,
-}
-
-/// A path named inside the unpacked archive, resolved (symlinks included: old `docker save`
-/// links repeated layers) and checked to stay inside it.
-fn inside(base: &Path, rel: &str) -> Result<PathBuf> {
-    let canon_base = base
-        .canonicalize()
-        .ctx(|| format!("resolve {}", base.display()))?;
-    let p = canon_base
-        .join(rel)
-        .canonicalize()
-        .ctx(|| format!("find {rel:?} named by manifest.json in the archive"))?;
-    if p.starts_with(&canon_base) {
-        Ok(p)
-    } else {
-        Err(ImageError::UnsafeEntry {
-            what: "manifest.json".into(),
-            entry: PathBuf::from(rel),
-            reason: "it resolves outside the archive".into(),
-        })
-    }
 }
 
 fn choose<'m>(
@@ -129,7 +108,7 @@ impl ImageStore {
                 cause,
             })?;
         let m = choose(&all, name, tar_path)?;
-        let config_path = inside(dir, &m.config)?;
+        let config_path = file_inside(dir, &m.config)?;
         let config_bytes =
             fs::read(&config_path).ctx(|| format!("read {}", config_path.display()))?;
         let id = sha256_bytes(&config_bytes);
@@ -165,7 +144,7 @@ impl ImageStore {
         for (rel, diff_id) in m.layers.iter().zip(diff_ids) {
             let what = format!("layer {rel}");
             layers.push(ensure_layer(&self.root, Some(diff_id), &what, || {
-                let p = inside(dir, rel)?;
+                let p = file_inside(dir, rel)?;
                 File::open(&p).ctx(|| format!("open {}", p.display()))
             })?);
         }

@@ -72,6 +72,31 @@ pub(crate) fn clean_stale_tmp(root: &Path) {
     }
 }
 
+/// A regular file named by a manifest, resolved (symlinks included: old `docker save` links
+/// repeated layers) and checked to stay inside `base`. Devices, FIFOs and paths that leave
+/// `base` are refused.
+pub(crate) fn file_inside(base: &Path, rel: &str) -> Result<PathBuf> {
+    let canon_base = base
+        .canonicalize()
+        .ctx(|| format!("resolve {}", base.display()))?;
+    let p = canon_base
+        .join(rel)
+        .canonicalize()
+        .ctx(|| format!("find {rel:?} in {}", base.display()))?;
+    let unsafe_entry = |reason: &str| ImageError::UnsafeEntry {
+        what: base.display().to_string(),
+        entry: PathBuf::from(rel),
+        reason: reason.to_string(),
+    };
+    if !p.starts_with(&canon_base) {
+        return Err(unsafe_entry("it resolves outside the image directory"));
+    }
+    if !p.is_file() {
+        return Err(unsafe_entry("it is not a regular file"));
+    }
+    Ok(p)
+}
+
 /// The directory of layer `diff_id` ("sha256:<hex>").
 pub(crate) fn layer_dir(root: &Path, diff_id: &str) -> Result<PathBuf> {
     Ok(root.join("layers").join(sha256_hex(diff_id)?))

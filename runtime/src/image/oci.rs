@@ -10,7 +10,7 @@ use oci_spec::image::{
 
 use super::digest::{sha256_file, sha256_hex};
 use super::error::{ImageError, IoContext, Result};
-use super::layers::ensure_layer;
+use super::layers::{ensure_layer, file_inside};
 use super::store::Record;
 use super::{ImageConfig, ImageInfo, ImageStore};
 
@@ -26,7 +26,7 @@ impl Layout<'_> {
     /// Path of a blob after checking that it exists and matches its descriptor.
     fn blob(&self, desc: &Descriptor) -> Result<PathBuf> {
         let digest = desc.digest().to_string();
-        let path = self.dir.join("blobs/sha256").join(sha256_hex(&digest)?);
+        let path = file_inside(self.dir, &format!("blobs/sha256/{}", sha256_hex(&digest)?))?;
         let (actual, size) = sha256_file(&path)?;
         if actual != digest {
             return Err(ImageError::DigestMismatch {
