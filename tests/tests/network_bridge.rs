@@ -219,6 +219,16 @@ fn failed_attach_leaves_nothing_behind() {
         .collect();
     assert_eq!(ours.len(), 1, "only the first veth may remain: {ours:?}");
     assert_eq!(br.net().attachments().unwrap(), vec![first]);
+    // A process in the host's namespace (here: ourselves) is refused untouched.
+    let err = br
+        .net()
+        .attach("hostns", std::process::id() as i32, &[])
+        .unwrap_err();
+    assert!(
+        err.to_string().contains("host's network namespace"),
+        "{err}"
+    );
+    assert_eq!(br.net().attachments().unwrap().len(), 1);
     // A process that does not exist.
     let err = br.net().attach("nobody", 0x3fff_fff0, &[]).unwrap_err();
     assert!(err.to_string().contains("1073741808"), "{err}");

@@ -183,6 +183,17 @@ impl BridgeNetwork {
                 "no process {netns_pid} to attach: {ns_path} does not exist"
             )));
         }
+        let ino = |p: &str| {
+            std::fs::metadata(p)
+                .map(|m| std::os::unix::fs::MetadataExt::ino(&m))
+                .ok()
+        };
+        if ino(&ns_path) == ino("/proc/self/ns/net") {
+            return Err(NetError::Invalid(format!(
+                "process {netns_pid} shares the host's network namespace; bridge networking needs \
+                 a container with its own (or use --network host to share the host's network)"
+            )));
+        }
         if !publish.is_empty() && !self.nat {
             return Err(NetError::Invalid(
                 "publishing ports needs iptables, which is not installed (apt-get install iptables)".into(),
