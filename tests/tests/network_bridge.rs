@@ -368,3 +368,61 @@ fn a_container_reaches_another_through_its_published_port() {
     br.net().detach(&ids).unwrap();
     br.net().detach(&idc).unwrap();
 }
+
+#[test]
+fn connect_and_disconnect_per_mode() {
+    use runtime::network::{connect, disconnect, BridgeConfig, NetworkMode};
+    let state = tempfile::tempdir().unwrap();
+    let name = format!("vtb{}", tag());
+    let cfg = BridgeConfig {
+        name: name.clone(),
+        subnet: format!(
+            "10.{}.{}.0/24",
+            200 + unique() % 50,
+            std::process::id() % 250
+        )
+        .parse()
+        .unwrap(),
+        state_dir: state.path().into(),
+    };
+    struct Cleanup(BridgeConfig);
+    impl Drop for Cleanup {
+        fn drop(&mut self) {
+            if link_exists(&self.0.name) {
+                if let Ok(n) = runtime::network::BridgeNetwork::open(self.0.clone()) {
+                    let _ = n.destroy();
+                }
+            }
+        }
+    }
+    let _cleanup = Cleanup(cfg.clone());
+    let ns = Netns::new();
+    let p: PortMapping = format!("{}:80", port()).parse().unwrap();
+    let err = connect(NetworkMode::Host, &cfg, "x", ns.pid(), &[p]).unwrap_err();
+    assert!(err.to_string().contains("--network bridge"), "{err}");
+    assert_eq!(
+        connect(NetworkMode::Host, &cfg, "x", ns.pid(), &[]).unwrap(),
+        None
+    );
+    assert_eq!(
+        connect(NetworkMode::None, &cfg, "x", ns.pid(), &[]).unwrap(),
+        None
+    );
+    assert!(ns.sh("ip link show lo").1.contains(",UP"));
+    assert!(!link_exists(&name), "none/host must not create the bridge");
+    disconnect(&cfg, "x").unwrap(); // nothing to undo
+
+    let ns2 = Netns::new();
+    let att = connect(NetworkMode::Bridge, &cfg, "y", ns2.pid(), &[p])
+        .unwrap()
+        .unwrap();
+    assert!(link_exists(&att.veth_host));
+    disconnect(&cfg, "y").unwrap();
+    disconnect(&cfg, "y").unwrap();
+    assert!(!link_exists(&att.veth_host));
+    runtime::network::BridgeNetwork::open(cfg)
+        .unwrap()
+        .destroy()
+        .unwrap();
+    assert!(!link_exists(&name));
+}

@@ -75,3 +75,41 @@ pub struct Attachment {
 pub fn setup_loopback(netns_pid: i32) -> Result<()> {
     cmd::ip_in_netns(netns_pid, "link set lo up\n")
 }
+
+/// Networks a container whose first process is `pid`: `none` brings up lo in its netns,
+/// `host` does nothing, `bridge` opens the bridge of `cfg` and attaches it with `publish`.
+/// Returns the bridge attachment, if any.
+pub fn connect(
+    mode: NetworkMode,
+    cfg: &BridgeConfig,
+    container_id: &str,
+    pid: i32,
+    publish: &[PortMapping],
+) -> Result<Option<Attachment>> {
+    if mode != NetworkMode::Bridge && !publish.is_empty() {
+        return Err(NetError::Invalid(format!(
+            "publishing ports ({}) needs --network bridge, not {mode:?}",
+            publish
+                .iter()
+                .map(|p| p.to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
+        )));
+    }
+    match mode {
+        NetworkMode::Host => Ok(None),
+        NetworkMode::None => setup_loopback(pid).map(|_| None),
+        NetworkMode::Bridge => BridgeNetwork::open(cfg.clone())?
+            .attach(container_id, pid, publish)
+            .map(Some),
+    }
+}
+
+/// Undoes [`connect`] for a bridge-networked container (idempotent; nothing to do for the
+/// other modes, whose netns goes away with the container).
+pub fn disconnect(cfg: &BridgeConfig, container_id: &str) -> Result<()> {
+    if !cfg.state_dir.join(&cfg.name).join("ipam.json").exists() {
+        return Ok(()); // this bridge never had an attachment
+    }
+    BridgeNetwork::open(cfg.clone())?.detach(container_id)
+}
