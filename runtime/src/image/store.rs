@@ -343,3 +343,25 @@ impl ImageStore {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::normalize_name;
+
+    #[test]
+    fn names_get_latest_unless_tagged() {
+        assert_eq!(normalize_name("busybox").unwrap(), "busybox:latest");
+        assert_eq!(
+            normalize_name("vmctl/busybox:1.36").unwrap(),
+            "vmctl/busybox:1.36"
+        );
+        assert_eq!(
+            normalize_name("localhost:5000/app").unwrap(),
+            "localhost:5000/app:latest"
+        );
+        assert_eq!(normalize_name("app@sha256:ab").unwrap(), "app@sha256:ab");
+        for bad in ["", "has space", "/abs", "-x", "semi;colon", "../x"] {
+            assert!(normalize_name(bad).is_err(), "{bad:?} accepted");
+        }
+    }
+}

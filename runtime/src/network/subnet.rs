@@ -78,3 +78,25 @@ impl FromStr for Ipv4Net {
         Self::new(addr, prefix)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hosts_and_membership() {
+        let n: Ipv4Net = "10.88.1.7/16".parse().unwrap();
+        assert_eq!(n.to_string(), "10.88.0.0/16");
+        assert_eq!(n.hosts(), 65534);
+        assert_eq!(n.host(1), Some(Ipv4Addr::new(10, 88, 0, 1)));
+        assert_eq!(n.host(65534), Some(Ipv4Addr::new(10, 88, 255, 254)));
+        assert_eq!(n.host(65535), None);
+        assert_eq!(n.host(0), None);
+        assert!(n.contains(Ipv4Addr::new(10, 88, 200, 3)));
+        assert!(!n.contains(Ipv4Addr::new(10, 89, 0, 1)));
+        let small: Ipv4Net = "192.168.5.4/30".parse().unwrap();
+        assert_eq!(small.hosts(), 2);
+        assert!("10.0.0.0/31".parse::<Ipv4Net>().is_err());
+        assert!("10.0.0.0".parse::<Ipv4Net>().is_err());
+    }
+}
