@@ -84,8 +84,9 @@ impl ImageStore {
             fs::create_dir_all(&d).ctx(|| format!("create {}", d.display()))?;
         }
         let store = Self { root };
-        {
-            let _lock = store.lock()?;
+        // Clean leftovers of dead importers, unless an import is running right now (then
+        // the next open cleans): listing must never wait for a long import.
+        if let Ok(_lock) = store.lock_with(FlockArg::LockExclusiveNonblock) {
             clean_stale_tmp(&store.root);
         }
         Ok(store)
@@ -98,6 +99,10 @@ impl ImageStore {
 
     /// Exclusive lock over the store's records and layers (held by importers and removers).
     pub(crate) fn lock(&self) -> Result<Flock<File>> {
+        self.lock_with(FlockArg::LockExclusive)
+    }
+
+    fn lock_with(&self, how: FlockArg) -> Result<Flock<File>> {
         let p = self.root.join("lock");
         let f = OpenOptions::new()
             .create(true)
@@ -105,7 +110,7 @@ impl ImageStore {
             .write(true)
             .open(&p)
             .ctx(|| format!("open {}", p.display()))?;
-        Flock::lock(f, FlockArg::LockExclusive)
+        Flock::lock(f, how)
             .map_err(|(_, e)| e)
             .ctx(|| format!("lock {}", p.display()))
     }
