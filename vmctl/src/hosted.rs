@@ -31,40 +31,35 @@ pub(crate) struct Image {
     pub name: String,
     pub layers: Vec<PathBuf>,
     pub env: Vec<String>,
+    /// The image's entrypoint (a given command is appended to it, as docker does).
+    pub entrypoint: Vec<String>,
+    /// Entrypoint + default command.
     pub cmd: Vec<String>,
     pub workdir: Option<String>,
     pub user: Option<String>,
 }
 
-/// Finds the image. Until the image store is on main, IMAGE is a root filesystem directory.
+/// Finds the image in the store (`$VMCTL_IMAGE_ROOT` or the default root), the embedded
+/// default image when `name` is `None`.
 pub(crate) fn resolve_image(name: Option<&str>) -> anyhow::Result<Image> {
-    let name = name.context("give an IMAGE (a root filesystem directory) before `--`")?;
-    let dir = Path::new(name);
-    if !dir.is_dir() {
-        bail!("image {name:?} not found: give a root filesystem directory");
-    }
-    let dir = dir
-        .canonicalize()
-        .with_context(|| format!("resolve {name}"))?;
-    let meta = std::fs::metadata(&dir)?;
-    let key = format!("{}:{:?}", dir.display(), meta.modified().ok());
-    let id = format!("{:016x}", fnv1a(key.as_bytes()));
+    let root = std::env::var_os("VMCTL_IMAGE_ROOT")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| runtime::image::DEFAULT_ROOT.into());
+    let img = crate::images::resolve(&crate::cli::StoreArgs { root }, name)?;
+    let mut cmd = img.config.entrypoint.clone();
+    cmd.extend(img.config.cmd.iter().cloned());
     Ok(Image {
-        id,
-        name: name.to_string(),
-        layers: vec![dir],
-        env: vec![format!("PATH={}", DEFAULT_PATH)],
-        cmd: vec!["sh".into()],
-        workdir: None,
-        user: None,
-    })
-}
-
-const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
-
-fn fnv1a(b: &[u8]) -> u64 {
-    b.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, x| {
-        (h ^ u64::from(*x)).wrapping_mul(0x0100_0000_01b3)
+        id: img.id.clone(),
+        name: name
+            .map(str::to_string)
+            .or_else(|| img.names.first().cloned())
+            .unwrap_or_else(|| img.id.clone()),
+        layers: img.layers,
+        env: img.config.env,
+        entrypoint: img.config.entrypoint,
+        cmd,
+        workdir: img.config.workdir,
+        user: img.config.user,
     })
 }
 
@@ -87,7 +82,12 @@ pub(crate) fn container_spec(
     let args_cmd = if args.command.is_empty() {
         image.cmd.clone()
     } else {
-        args.command.clone()
+        image
+            .entrypoint
+            .iter()
+            .chain(args.command.iter())
+            .cloned()
+            .collect()
     };
     if args_cmd.is_empty() {
         bail!(

@@ -5,6 +5,7 @@ mod cli;
 mod container;
 mod hosted;
 mod images;
+mod microvm;
 mod vm;
 
 use clap::Parser;
@@ -35,9 +36,7 @@ fn dispatch(cmd: cli::Command) -> anyhow::Result<i32> {
             (true, _) => vm::run_kernel(args),
             (false, Isolation::Container) => container::run(args),
             (false, Isolation::Hosted) => hosted::run(args),
-            (false, iso) => anyhow::bail!(
-                "--isolation {iso:?} with an image is not available yet; use --kernel PATH"
-            ),
+            (false, Isolation::Microvm) => microvm::run(args),
         },
         Command::Images(store) => images::list(&store),
         Command::Image(cmd) => images::image(cmd),

@@ -6,6 +6,7 @@
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
+
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
@@ -28,51 +29,8 @@ impl Level {
     }
 }
 
-/// The test image: a busybox root filesystem (static busybox from the host).
-pub fn image() -> String {
-    static IMG: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
-    IMG.get_or_init(|| {
-        let cache = std::env::var_os("VMCTL_CACHE")
-            .map(PathBuf::from)
-            .unwrap_or_else(|| {
-                PathBuf::from(std::env::var("HOME").unwrap_or("/root".into())).join(".cache/vmctl")
-            });
-        let dir = cache.join("test-images/busybox-v1");
-        if dir.join("bin/busybox").exists() {
-            return dir;
-        }
-        let tmp = cache.join(format!("test-images/.tmp-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&tmp);
-        for d in ["bin", "etc", "tmp", "root", "proc", "sys", "dev"] {
-            std::fs::create_dir_all(tmp.join(d)).unwrap();
-        }
-        std::fs::copy("/usr/bin/busybox", tmp.join("bin/busybox"))
-            .expect("busybox-static is installed");
-        let list = Command::new("/usr/bin/busybox")
-            .arg("--list")
-            .output()
-            .unwrap();
-        for applet in String::from_utf8_lossy(&list.stdout).lines() {
-            if applet != "busybox" {
-                let _ = std::os::unix::fs::symlink("busybox", tmp.join("bin").join(applet));
-            }
-        }
-        std::fs::write(
-            tmp.join("etc/passwd"),
-            "root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/nonexistent:/bin/false\n",
-        )
-        .unwrap();
-        std::fs::write(tmp.join("etc/group"), "root:x:0:\nnogroup:x:65534:\n").unwrap();
-        if std::fs::rename(&tmp, &dir).is_err() {
-            let _ = std::fs::remove_dir_all(&tmp); // another test process won the race
-        }
-        dir
-    })
-    .display()
-    .to_string()
-}
-
-/// `vmctl run --isolation LEVEL --rm [flags] IMAGE -- cmd`.
+/// `vmctl run --isolation LEVEL --rm --network none [flags] -- cmd` with the default image
+/// (vmctl/busybox:latest, embedded).
 pub fn command(level: Level, flags: &[&str], cmd: &[&str]) -> Command {
     let mut c = Command::new(vmctl_bin::path());
     c.args([
@@ -84,7 +42,6 @@ pub fn command(level: Level, flags: &[&str], cmd: &[&str]) -> Command {
         "none",
     ])
     .args(flags)
-    .arg(image())
     .arg("--")
     .args(cmd);
     c
