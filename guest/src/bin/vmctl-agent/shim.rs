@@ -68,9 +68,14 @@ fn run(r: &mut BufReader<UnixStream>, w: &mut UnixStream) -> anyhow::Result<i32>
         wl.destroy();
         anyhow::bail!("expected start, got {line:?}");
     }
-    if let Err(e) = wl.start() {
-        wl.destroy();
-        return Err(e);
+    match wl.start() {
+        Ok(()) => {}
+        // Like a container on the host: the message on the workload's stderr, exit 126/127.
+        Err(e) if wl.exec_failed() => eprintln!("vmctl: {e:#}"),
+        Err(e) => {
+            wl.destroy();
+            return Err(e);
+        }
     }
     writeln!(w, "started")?;
     let code = wl.wait();

@@ -28,6 +28,7 @@ pub struct Workload {
     report: Option<OwnedFd>,
     cgroup: PathBuf,
     dir: PathBuf,
+    exec_failed: bool,
 }
 
 fn cgroup_dir(id: &str) -> PathBuf {
@@ -52,6 +53,7 @@ impl Workload {
             report: None,
             cgroup: cgroup.clone(),
             dir: dir.clone(),
+            exec_failed: false,
         };
         setup_cgroup(&cgroup, spec)?;
         // SAFETY: prctl with integer arguments: orphans of the container come back to us.
@@ -117,12 +119,16 @@ impl Workload {
             let _ = std::fs::File::from(r).read_to_string(&mut msg);
         }
         if !msg.is_empty() {
+            self.exec_failed = msg.starts_with("exec ");
             bail!("{}", msg.trim());
         }
-        if !std::path::Path::new(&format!("/proc/{}", self.pid)).exists() {
-            bail!("the container process died before it could start");
-        }
         Ok(())
+    }
+
+    /// Whether [`Workload::start`] failed in the exec itself: the process then exited with
+    /// 127 (not found) or 126 (not executable), as docker reports it.
+    pub fn exec_failed(&self) -> bool {
+        self.exec_failed
     }
 
     /// Waits for the container's PID 1; its exit code, 128 + signal when killed.
