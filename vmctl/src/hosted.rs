@@ -382,7 +382,9 @@ impl Qemu {
         let sock = dir.join("agent.sock");
         let console = dir.join("console.log");
         let pvm = accel == Accel::Kvm && vmm::cmdline::host_is_pvm();
-        let mut cmdline = vmm::cmdline::compose(Some("quiet"), pvm);
+        // QEMU's microvm has no i8042: a triple fault is the restart that makes `-no-reboot`
+        // end QEMU (the agent restarts the guest to end it).
+        let mut cmdline = vmm::cmdline::compose(Some("quiet reboot=t"), pvm);
         if let Ok(extra) = std::env::var("VMCTL_GUEST_CMDLINE") {
             cmdline = format!("{cmdline} {extra}");
         }
