@@ -29,6 +29,8 @@ pub(crate) struct Plan {
     pub rootfs: PathBuf,
     pub overlay: Option<Overlay>,
     pub new_userns: bool,
+    /// A new network namespace: bring its loopback up.
+    pub new_netns: bool,
     pub cgroup2: bool,
     /// Joining a running container (exec): no rootfs or hostname setup.
     pub exec_only: bool,
@@ -42,6 +44,9 @@ pub(crate) struct Plan {
 pub(crate) fn setup(plan: &Plan) -> Result<()> {
     let process = process(&plan.spec)?;
     if !plan.exec_only {
+        if plan.new_netns {
+            loopback_up()?;
+        }
         if let Some(h) = plan.spec.hostname() {
             nix::unistd::sethostname(h).ctx(|| format!("sethostname {h:?}"))?;
         }
@@ -86,6 +91,26 @@ pub(crate) fn setup(plan: &Plan) -> Result<()> {
     }
     if let Some(adj) = process.oom_score_adj() {
         std::fs::write("/proc/self/oom_score_adj", adj.to_string()).ctx(|| "write oom_score_adj".into())?;
+    }
+    Ok(())
+}
+
+/// `ip link set lo up` with one ioctl.
+fn loopback_up() -> Result<()> {
+    let sock = nix::sys::socket::socket(
+        nix::sys::socket::AddressFamily::Inet,
+        nix::sys::socket::SockType::Datagram,
+        nix::sys::socket::SockFlag::SOCK_CLOEXEC,
+        None,
+    )
+    .ctx(|| "socket for lo".into())?;
+    // SAFETY: ifreq is plain data; zeroed is a valid value.
+    let mut req: libc::ifreq = unsafe { std::mem::zeroed() };
+    req.ifr_name[..3].copy_from_slice(&[b'l' as libc::c_char, b'o' as libc::c_char, 0]);
+    req.ifr_ifru.ifru_flags = (libc::IFF_UP | libc::IFF_LOOPBACK | libc::IFF_RUNNING) as libc::c_short;
+    // SAFETY: SIOCSIFFLAGS reads the ifreq that lives across the call.
+    if unsafe { libc::ioctl(sock.as_raw_fd(), libc::SIOCSIFFLAGS, &req) } != 0 {
+        return Err(Error::sys("bring lo up", std::io::Error::last_os_error()));
     }
     Ok(())
 }

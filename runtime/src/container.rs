@@ -189,6 +189,7 @@ impl ContainerBuilder {
         st.save(&self.root)?;
         let plan = Plan {
             new_userns: ns.new_user,
+            new_netns: ns.unshare.contains(nix::sched::CloneFlags::CLONE_NEWNET),
             cgroup2: matches!(layout, Layout::V2 { .. }),
             spec,
             rootfs,
@@ -408,6 +409,7 @@ impl Container {
         let ns = Namespaces::of_process(self.state.pid)?;
         let plan = Plan {
             new_userns: false,
+            new_netns: false,
             cgroup2: false,
             spec,
             rootfs: PathBuf::from("/"),

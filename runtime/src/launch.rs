@@ -88,7 +88,11 @@ fn exit(code: i32) -> ! {
 }
 
 fn report(sock: &OwnedFd, e: &Error) {
-    let _ = sync::send(sock.as_fd(), MSG_ERROR, e.to_string().as_bytes());
+    let text = match e {
+        Error::Setup(m) => m.clone(),
+        other => other.to_string(),
+    };
+    let _ = sync::send(sock.as_fd(), MSG_ERROR, text.as_bytes());
 }
 
 fn helper_main(plan: Plan, ns: Namespaces, sock: OwnedFd) -> ! {

@@ -23,7 +23,7 @@ pub enum Status {
 impl std::fmt::Display for Status {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let s = serde_json::to_string(self).unwrap_or_default();
-        f.write_str(s.trim_matches('"'))
+        f.pad(s.trim_matches('"'))
     }
 }
 

@@ -105,6 +105,7 @@ enum Cmd {
         #[arg(long, short = 'u')]
         user: Option<String>,
         id: String,
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         command: Vec<String>,
     },
     /// List the processes of a container.
@@ -140,10 +141,13 @@ enum Cmd {
 fn main() {
     let cli = Cli::parse();
     init_logs(&cli);
+    let logs_to_file = cli.log.is_some();
     let code = match dispatch(cli) {
         Ok(code) => code,
         Err(e) => {
-            tracing::error!("{e:#}");
+            if logs_to_file {
+                tracing::error!("{e:#}");
+            }
             eprintln!("vmctl-runtime: {e:#}");
             1
         }
