@@ -54,7 +54,10 @@ pub(crate) fn setup(plan: &Plan) -> Result<()> {
             let c = CString::new(d.as_str()).unwrap_or_default();
             // SAFETY: `c` is a valid C string of the given length.
             if unsafe { libc::setdomainname(c.as_ptr(), d.len()) } != 0 {
-                return Err(Error::sys(format!("setdomainname {d:?}"), std::io::Error::last_os_error()));
+                return Err(Error::sys(
+                    format!("setdomainname {d:?}"),
+                    std::io::Error::last_os_error(),
+                ));
             }
         }
         rootfs::prepare(&RootfsPlan {
@@ -67,7 +70,9 @@ pub(crate) fn setup(plan: &Plan) -> Result<()> {
     }
     match (&plan.console, process.terminal().unwrap_or(false)) {
         (Some(sock), true) => {
-            let size = process.console_size().map(|b| (b.height() as u16, b.width() as u16));
+            let size = process
+                .console_size()
+                .map(|b| (b.height() as u16, b.width() as u16));
             crate::console::setup(sock.as_fd(), size)?;
         }
         (None, true) => {
@@ -83,14 +88,21 @@ pub(crate) fn setup(plan: &Plan) -> Result<()> {
     }
     for r in process.rlimits().iter().flatten() {
         let res = rlimit_resource(r.typ());
-        let lim = libc::rlimit { rlim_cur: r.soft(), rlim_max: r.hard() };
+        let lim = libc::rlimit {
+            rlim_cur: r.soft(),
+            rlim_max: r.hard(),
+        };
         // SAFETY: setrlimit reads a valid rlimit struct.
         if unsafe { libc::setrlimit(res, &lim) } != 0 {
-            return Err(Error::sys(format!("setrlimit {:?}", r.typ()), std::io::Error::last_os_error()));
+            return Err(Error::sys(
+                format!("setrlimit {:?}", r.typ()),
+                std::io::Error::last_os_error(),
+            ));
         }
     }
     if let Some(adj) = process.oom_score_adj() {
-        std::fs::write("/proc/self/oom_score_adj", adj.to_string()).ctx(|| "write oom_score_adj".into())?;
+        std::fs::write("/proc/self/oom_score_adj", adj.to_string())
+            .ctx(|| "write oom_score_adj".into())?;
     }
     Ok(())
 }
@@ -107,7 +119,8 @@ fn loopback_up() -> Result<()> {
     // SAFETY: ifreq is plain data; zeroed is a valid value.
     let mut req: libc::ifreq = unsafe { std::mem::zeroed() };
     req.ifr_name[..3].copy_from_slice(&[b'l' as libc::c_char, b'o' as libc::c_char, 0]);
-    req.ifr_ifru.ifru_flags = (libc::IFF_UP | libc::IFF_LOOPBACK | libc::IFF_RUNNING) as libc::c_short;
+    req.ifr_ifru.ifru_flags =
+        (libc::IFF_UP | libc::IFF_LOOPBACK | libc::IFF_RUNNING) as libc::c_short;
     // SAFETY: SIOCSIFFLAGS reads the ifreq that lives across the call.
     if unsafe { libc::ioctl(sock.as_raw_fd(), libc::SIOCSIFFLAGS, &req) } != 0 {
         return Err(Error::sys("bring lo up", std::io::Error::last_os_error()));
@@ -116,7 +129,9 @@ fn loopback_up() -> Result<()> {
 }
 
 fn process(spec: &Spec) -> Result<&Process> {
-    spec.process().as_ref().ok_or_else(|| Error::Setup("spec has no process".into()))
+    spec.process()
+        .as_ref()
+        .ok_or_else(|| Error::Setup("spec has no process".into()))
 }
 
 /// Waits at the start gate. `Ok(false)`: the runtime went away without starting us.
@@ -128,7 +143,10 @@ pub(crate) fn wait_gate(plan: &Plan, sock: &OwnedFd) -> Result<bool> {
         },
         Gate::Fifo(path_fd) => {
             let p = format!("/proc/self/fd/{}", path_fd.as_raw_fd());
-            let mut f = std::fs::OpenOptions::new().write(true).open(&p).ctx(|| "open the exec fifo".into())?;
+            let mut f = std::fs::OpenOptions::new()
+                .write(true)
+                .open(&p)
+                .ctx(|| "open the exec fifo".into())?;
             std::io::Write::write_all(&mut f, b"0").ctx(|| "write the exec fifo".into())?;
             Ok(true)
         }
@@ -137,7 +155,10 @@ pub(crate) fn wait_gate(plan: &Plan, sock: &OwnedFd) -> Result<bool> {
 
 /// After the gate: identity, capabilities, no_new_privs, seccomp, then execve (or the
 /// minimal init, which forks the workload). Returns only on error.
-pub(crate) fn finalize(plan: &Plan, sync_fd: std::os::fd::RawFd) -> Result<std::convert::Infallible> {
+pub(crate) fn finalize(
+    plan: &Plan,
+    sync_fd: std::os::fd::RawFd,
+) -> Result<std::convert::Infallible> {
     let process = process(&plan.spec)?;
     let nnp = process.no_new_privileges().unwrap_or(false);
     let argv: Vec<CString> = process
@@ -147,8 +168,10 @@ pub(crate) fn finalize(plan: &Plan, sync_fd: std::os::fd::RawFd) -> Result<std::
         .map(|a| CString::new(a.as_str()).map_err(|_| bad_string("process.args", a)))
         .collect::<Result<_>>()?;
     let envs: Vec<String> = process.env().clone().unwrap_or_default();
-    let envp: Vec<CString> =
-        envs.iter().map(|e| CString::new(e.as_str()).map_err(|_| bad_string("process.env", e))).collect::<Result<_>>()?;
+    let envp: Vec<CString> = envs
+        .iter()
+        .map(|e| CString::new(e.as_str()).map_err(|_| bad_string("process.env", e)))
+        .collect::<Result<_>>()?;
     if !nnp && !plan.seccomp.is_empty() {
         seccomp::install(&plan.seccomp)?;
     }
@@ -158,7 +181,12 @@ pub(crate) fn finalize(plan: &Plan, sync_fd: std::os::fd::RawFd) -> Result<std::
     let user = process.user();
     // SAFETY: prctl with integer arguments.
     unsafe { libc::prctl(libc::PR_SET_KEEPCAPS, 1, 0, 0, 0) };
-    let gids: Vec<Gid> = user.additional_gids().iter().flatten().map(|g| Gid::from_raw(*g)).collect();
+    let gids: Vec<Gid> = user
+        .additional_gids()
+        .iter()
+        .flatten()
+        .map(|g| Gid::from_raw(*g))
+        .collect();
     if let Err(e) = nix::unistd::setgroups(&gids) {
         // Forbidden in a user namespace with setgroups=deny; fine when none were asked for.
         if !gids.is_empty() {
@@ -181,7 +209,10 @@ pub(crate) fn finalize(plan: &Plan, sync_fd: std::os::fd::RawFd) -> Result<std::
     if nnp {
         // SAFETY: prctl with integer arguments.
         if unsafe { libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) } != 0 {
-            return Err(Error::sys("set no_new_privs", std::io::Error::last_os_error()));
+            return Err(Error::sys(
+                "set no_new_privs",
+                std::io::Error::last_os_error(),
+            ));
         }
         if !plan.seccomp.is_empty() {
             seccomp::install(&plan.seccomp)?;
@@ -199,12 +230,18 @@ pub(crate) fn finalize(plan: &Plan, sync_fd: std::os::fd::RawFd) -> Result<std::
 }
 
 fn bad_string(field: &'static str, v: &str) -> Error {
-    Error::Invalid { what: field, value: v.into(), hint: "remove the NUL byte".into() }
+    Error::Invalid {
+        what: field,
+        value: v.into(),
+        hint: "remove the NUL byte".into(),
+    }
 }
 
 /// Resolves argv[0] with the container's PATH (its env, not the runtime's).
 fn find_program(argv: &[CString], env: &[String]) -> Result<CString> {
-    let arg0 = argv.first().ok_or_else(|| Error::Setup("process.args is empty".into()))?;
+    let arg0 = argv
+        .first()
+        .ok_or_else(|| Error::Setup("process.args is empty".into()))?;
     let s = arg0.to_string_lossy();
     if s.contains('/') {
         return Ok(arg0.clone());
@@ -221,7 +258,9 @@ fn find_program(argv: &[CString], env: &[String]) -> Result<CString> {
             return CString::new(cand).map_err(|_| bad_string("process.args", &s));
         }
     }
-    Err(Error::Setup(format!("exec {s:?}: executable file not found in $PATH ({path})")))
+    Err(Error::Setup(format!(
+        "exec {s:?}: executable file not found in $PATH ({path})"
+    )))
 }
 
 fn rlimit_resource(t: PosixRlimitType) -> libc::__rlimit_resource_t {

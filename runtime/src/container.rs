@@ -101,15 +101,23 @@ impl ContainerBuilder {
     /// the start gate. On failure nothing is left behind (state dir, cgroup, mounts).
     pub fn create(self) -> Result<Container> {
         let dir = state::dir(&self.root, &self.id)?;
-        std::fs::create_dir_all(&self.root).ctx(|| format!("create state root {}", self.root.display()))?;
+        std::fs::create_dir_all(&self.root)
+            .ctx(|| format!("create state root {}", self.root.display()))?;
         match std::fs::create_dir(&dir) {
             Ok(()) => {}
             Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
-                return Err(Error::Exists { id: self.id.clone(), root: self.root.clone() })
+                return Err(Error::Exists {
+                    id: self.id.clone(),
+                    root: self.root.clone(),
+                })
             }
             Err(e) => return Err(Error::sys(format!("create {}", dir.display()), e)),
         }
-        let mut cleanup = Cleanup { dir: Some(dir.clone()), cgroup: None, pid: 0 };
+        let mut cleanup = Cleanup {
+            dir: Some(dir.clone()),
+            cgroup: None,
+            pid: 0,
+        };
         let c = self.create_in(&dir, &mut cleanup)?;
         cleanup.dir = None;
         cleanup.cgroup = None;
@@ -125,12 +133,20 @@ impl ContainerBuilder {
                 (crate::spec::load(&b)?, b)
             }
             (None, None) => {
-                return Err(Error::Invalid { what: "container", value: self.id, hint: "give a bundle or a spec".into() })
+                return Err(Error::Invalid {
+                    what: "container",
+                    value: self.id,
+                    hint: "give a bundle or a spec".into(),
+                })
             }
         };
         let overlay = match self.layers {
             Some(layers) => {
-                let o = Overlay { layers, upper: dir.join("upper"), work: dir.join("work") };
+                let o = Overlay {
+                    layers,
+                    upper: dir.join("upper"),
+                    work: dir.join("work"),
+                };
                 for d in [&o.upper, &o.work, &dir.join("rootfs")] {
                     std::fs::create_dir(d).ctx(|| format!("create {}", d.display()))?;
                 }
@@ -143,7 +159,9 @@ impl ContainerBuilder {
         };
         crate::spec::validate(&spec, &bundle, &bundle.join("config.json"))?;
         let rootfs = crate::spec::rootfs_path(&bundle, spec.root().as_ref().expect("validated"));
-        let rootfs = rootfs.canonicalize().ctx(|| format!("resolve root.path {}", rootfs.display()))?;
+        let rootfs = rootfs
+            .canonicalize()
+            .ctx(|| format!("resolve root.path {}", rootfs.display()))?;
         let filters = match spec.linux().as_ref().and_then(|l| l.seccomp().as_ref()) {
             Some(p) => seccomp::compile(p)?,
             None => Vec::new(),
@@ -165,14 +183,23 @@ impl ContainerBuilder {
         }
         let gate = if self.fifo_start {
             let fifo = dir.join(FIFO);
-            nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o622)).ctx(|| "mkfifo exec.fifo".into())?;
-            let fd = nix::fcntl::open(&fifo, nix::fcntl::OFlag::O_PATH | nix::fcntl::OFlag::O_CLOEXEC, nix::sys::stat::Mode::empty())
-                .ctx(|| "open exec.fifo".into())?;
+            nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o622))
+                .ctx(|| "mkfifo exec.fifo".into())?;
+            let fd = nix::fcntl::open(
+                &fifo,
+                nix::fcntl::OFlag::O_PATH | nix::fcntl::OFlag::O_CLOEXEC,
+                nix::sys::stat::Mode::empty(),
+            )
+            .ctx(|| "open exec.fifo".into())?;
             Gate::Fifo(fd)
         } else {
             Gate::Socket
         };
-        std::fs::write(dir.join(SPEC_FILE), serde_json::to_vec(&spec).unwrap_or_default()).ctx(|| "save spec".into())?;
+        std::fs::write(
+            dir.join(SPEC_FILE),
+            serde_json::to_vec(&spec).unwrap_or_default(),
+        )
+        .ctx(|| "save spec".into())?;
         let ns = Namespaces::from_spec(&spec)?;
         let mut st = State {
             id: self.id.clone(),
@@ -180,7 +207,10 @@ impl ContainerBuilder {
             pid: 0,
             pid_start: 0,
             started: false,
-            created: std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0),
+            created: std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_secs())
+                .unwrap_or(0),
             cgroup: Some(cgroup.clone()),
             overlay: overlay.clone(),
             owned_dirs: Vec::new(),
@@ -205,7 +235,11 @@ impl ContainerBuilder {
         st.pid = launched.pid;
         st.pid_start = state::proc_start(launched.pid).map(|s| s.0).unwrap_or(0);
         st.save(&self.root)?;
-        Ok(Container { root: self.root, state: st, sock: Some(launched.sock) })
+        Ok(Container {
+            root: self.root,
+            state: st,
+            sock: Some(launched.sock),
+        })
     }
 }
 
@@ -219,7 +253,8 @@ struct Cleanup {
 impl Drop for Cleanup {
     fn drop(&mut self) {
         if self.pid > 0 {
-            let _ = nix::sys::signal::kill(Pid::from_raw(self.pid), nix::sys::signal::Signal::SIGKILL);
+            let _ =
+                nix::sys::signal::kill(Pid::from_raw(self.pid), nix::sys::signal::Signal::SIGKILL);
             let _ = waitpid(Pid::from_raw(self.pid), None);
         }
         if let Some(cg) = self.cgroup.take() {
@@ -245,18 +280,29 @@ impl Container {
     /// Loads container `id` from `root`.
     pub fn load(root: impl AsRef<Path>, id: &str) -> Result<Container> {
         let root = root.as_ref();
-        Ok(Container { root: root.into(), state: State::load(root, id)?, sock: None })
+        Ok(Container {
+            root: root.into(),
+            state: State::load(root, id)?,
+            sock: None,
+        })
     }
 
     /// Every container under `root`.
     pub fn list(root: impl AsRef<Path>) -> Result<Vec<Container>> {
         let root = root.as_ref();
-        let Ok(entries) = std::fs::read_dir(root) else { return Ok(Vec::new()) };
+        let Ok(entries) = std::fs::read_dir(root) else {
+            return Ok(Vec::new());
+        };
         let mut out: Vec<Container> = entries
             .flatten()
             .filter_map(|e| Container::load(root, &e.file_name().to_string_lossy()).ok())
             .collect();
-        out.sort_by(|a, b| a.state.created.cmp(&b.state.created).then(a.state.id.cmp(&b.state.id)));
+        out.sort_by(|a, b| {
+            a.state
+                .created
+                .cmp(&b.state.created)
+                .then(a.state.id.cmp(&b.state.id))
+        });
         Ok(out)
     }
 
@@ -282,7 +328,8 @@ impl Container {
     pub fn spec(&self) -> Result<Spec> {
         let p = self.dir().join(SPEC_FILE);
         let text = std::fs::read(&p).ctx(|| format!("read {}", p.display()))?;
-        serde_json::from_slice(&text).map_err(|e| Error::sys("parse saved spec", std::io::Error::other(e)))
+        serde_json::from_slice(&text)
+            .map_err(|e| Error::sys("parse saved spec", std::io::Error::other(e)))
     }
 
     /// The container's state directory.
@@ -309,7 +356,11 @@ impl Container {
         if ok.contains(&s) {
             Ok(s)
         } else {
-            Err(Error::State { id: self.state.id.clone(), status: s.to_string(), op })
+            Err(Error::State {
+                id: self.state.id.clone(),
+                status: s.to_string(),
+                op,
+            })
         }
     }
 
@@ -341,8 +392,14 @@ impl Container {
         loop {
             match f.read(&mut b) {
                 Ok(1) => break,
-                Ok(_) | Err(_) if self.state.alive() => std::thread::sleep(std::time::Duration::from_micros(200)),
-                _ => return Err(Error::Setup("the container process died before start".into())),
+                Ok(_) | Err(_) if self.state.alive() => {
+                    std::thread::sleep(std::time::Duration::from_micros(200))
+                }
+                _ => {
+                    return Err(Error::Setup(
+                        "the container process died before start".into(),
+                    ))
+                }
             }
         }
         std::fs::remove_file(&fifo).ctx(|| "remove exec.fifo".into())
@@ -359,7 +416,10 @@ impl Container {
         }
         // SAFETY: kill(2) with integers.
         if unsafe { libc::kill(self.state.pid, signal) } != 0 {
-            return Err(Error::sys(format!("kill {} with {signal}", self.state.pid), std::io::Error::last_os_error()));
+            return Err(Error::sys(
+                format!("kill {} with {signal}", self.state.pid),
+                std::io::Error::last_os_error(),
+            ));
         }
         Ok(())
     }
@@ -383,7 +443,10 @@ impl Container {
     }
 
     fn cgroup(&self) -> Result<&Cgroup> {
-        self.state.cgroup.as_ref().ok_or_else(|| Error::Setup("container has no cgroup".into()))
+        self.state
+            .cgroup
+            .as_ref()
+            .ok_or_else(|| Error::Setup("container has no cgroup".into()))
     }
 
     /// Resource usage of the container's cgroup.
@@ -434,7 +497,11 @@ impl Container {
     pub fn delete(self, force: bool) -> Result<()> {
         let s = self.status();
         if matches!(s, Status::Running | Status::Paused) && !force {
-            return Err(Error::State { id: self.state.id.clone(), status: s.to_string(), op: "delete (use --force)" });
+            return Err(Error::State {
+                id: self.state.id.clone(),
+                status: s.to_string(),
+                op: "delete (use --force)",
+            });
         }
         if self.state.alive() {
             // SAFETY: kill(2) with integers.
@@ -444,12 +511,18 @@ impl Container {
             cg.remove()?;
         }
         // Reap it when it is our child; otherwise wait until it is gone.
-        let _ = waitpid(Pid::from_raw(self.state.pid), Some(nix::sys::wait::WaitPidFlag::WNOHANG));
+        let _ = waitpid(
+            Pid::from_raw(self.state.pid),
+            Some(nix::sys::wait::WaitPidFlag::WNOHANG),
+        );
         for _ in 0..2000 {
             if !self.state.alive() {
                 break;
             }
-            let _ = waitpid(Pid::from_raw(self.state.pid), Some(nix::sys::wait::WaitPidFlag::WNOHANG));
+            let _ = waitpid(
+                Pid::from_raw(self.state.pid),
+                Some(nix::sys::wait::WaitPidFlag::WNOHANG),
+            );
             std::thread::sleep(std::time::Duration::from_millis(1));
         }
         let dir = self.dir();
@@ -466,7 +539,12 @@ pub fn wait_pid(pid: i32) -> Result<i32> {
             Ok(WaitStatus::Signaled(_, sig, _)) => return Ok(128 + sig as i32),
             Ok(_) => continue,
             Err(nix::errno::Errno::EINTR) => continue,
-            Err(e) => return Err(Error::sys(format!("wait for {pid}"), std::io::Error::from(e))),
+            Err(e) => {
+                return Err(Error::sys(
+                    format!("wait for {pid}"),
+                    std::io::Error::from(e),
+                ))
+            }
         }
     }
 }

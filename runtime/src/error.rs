@@ -6,29 +6,52 @@ use std::path::PathBuf;
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     /// The bundle directory or its config.json is missing.
-    #[error("bundle {path}: {reason}; pass --bundle DIR where DIR holds config.json and the rootfs")]
+    #[error(
+        "bundle {path}: {reason}; pass --bundle DIR where DIR holds config.json and the rootfs"
+    )]
     Bundle { path: PathBuf, reason: String },
     /// The OCI runtime configuration is invalid; `field` is its JSON path.
     #[error("invalid config {path}: field `{field}`: {reason}")]
-    Config { path: PathBuf, field: String, reason: String },
+    Config {
+        path: PathBuf,
+        field: String,
+        reason: String,
+    },
     /// A value handed to the library is invalid.
     #[error("invalid {what} {value:?}: {hint}")]
-    Invalid { what: &'static str, value: String, hint: String },
+    Invalid {
+        what: &'static str,
+        value: String,
+        hint: String,
+    },
     /// No container with this id exists in the state root.
     #[error("container {id:?} does not exist (state root {root}); `vmctl-runtime list` shows the known ids")]
     NotFound { id: String, root: PathBuf },
     /// A container with this id already exists.
-    #[error("container {id:?} already exists (state root {root}); pick another id or delete it first")]
+    #[error(
+        "container {id:?} already exists (state root {root}); pick another id or delete it first"
+    )]
     Exists { id: String, root: PathBuf },
     /// The operation is not allowed in the container's current state.
     #[error("container {id:?} is {status}: cannot {op}")]
-    State { id: String, status: String, op: &'static str },
+    State {
+        id: String,
+        status: String,
+        op: &'static str,
+    },
     /// A cgroup operation failed.
     #[error("cgroup {path}: {what}: {source}")]
-    Cgroup { path: PathBuf, what: String, source: std::io::Error },
+    Cgroup {
+        path: PathBuf,
+        what: String,
+        source: std::io::Error,
+    },
     /// A system call or file operation failed.
     #[error("{what}: {source}")]
-    Sys { what: String, source: std::io::Error },
+    Sys {
+        what: String,
+        source: std::io::Error,
+    },
     /// The container process reported a failure while setting itself up.
     #[error("container setup failed: {0}")]
     Setup(String),
@@ -43,7 +66,10 @@ pub type Result<T> = std::result::Result<T, Error>;
 impl Error {
     /// An error from an `io::Error` with a description of what was attempted.
     pub(crate) fn sys(what: impl Into<String>, source: impl Into<std::io::Error>) -> Self {
-        Error::Sys { what: what.into(), source: source.into() }
+        Error::Sys {
+            what: what.into(),
+            source: source.into(),
+        }
     }
 }
 

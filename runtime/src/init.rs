@@ -42,7 +42,9 @@ fn reap(child: Pid, set: &SigSet) -> ! {
         loop {
             match waitpid(None, Some(WaitPidFlag::WNOHANG)) {
                 Ok(WaitStatus::Exited(pid, code)) if pid == child => exit_after_reaping(code),
-                Ok(WaitStatus::Signaled(pid, s, _)) if pid == child => exit_after_reaping(128 + s as i32),
+                Ok(WaitStatus::Signaled(pid, s, _)) if pid == child => {
+                    exit_after_reaping(128 + s as i32)
+                }
                 Ok(WaitStatus::StillAlive) | Err(_) => break,
                 Ok(_) => continue,
             }

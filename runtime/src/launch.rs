@@ -48,7 +48,12 @@ pub(crate) fn launch(plan: Plan, ns: Namespaces, cgroup: Option<&Cgroup>) -> Res
     }
 }
 
-fn parent_side(sock: &OwnedFd, helper: Pid, ns: &Namespaces, cgroup: Option<&Cgroup>) -> Result<i32> {
+fn parent_side(
+    sock: &OwnedFd,
+    helper: Pid,
+    ns: &Namespaces,
+    cgroup: Option<&Cgroup>,
+) -> Result<i32> {
     let fail = |e: Error| {
         let _ = nix::sys::signal::kill(helper, nix::sys::signal::Signal::SIGKILL);
         e
@@ -62,7 +67,11 @@ fn parent_side(sock: &OwnedFd, helper: Pid, ns: &Namespaces, cgroup: Option<&Cgr
     }
     sync::send(sock.as_fd(), MSG_GO, &[]).map_err(fail)?;
     let body = sync::expect(sock.as_fd(), MSG_PID)?;
-    let pid = i32::from_le_bytes(body.get(..4).and_then(|b| b.try_into().ok()).unwrap_or([0; 4]));
+    let pid = i32::from_le_bytes(
+        body.get(..4)
+            .and_then(|b| b.try_into().ok())
+            .unwrap_or([0; 4]),
+    );
     if let Err(e) = sync::expect(sock.as_fd(), MSG_READY) {
         let _ = nix::sys::signal::kill(Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL);
         let _ = waitpid(Pid::from_raw(pid), None);
@@ -73,7 +82,8 @@ fn parent_side(sock: &OwnedFd, helper: Pid, ns: &Namespaces, cgroup: Option<&Cgr
 
 fn write_maps(pid: i32, ns: &Namespaces) -> Result<()> {
     if !nix::unistd::geteuid().is_root() {
-        std::fs::write(format!("/proc/{pid}/setgroups"), "deny").ctx(|| "write setgroups".into())?;
+        std::fs::write(format!("/proc/{pid}/setgroups"), "deny")
+            .ctx(|| "write setgroups".into())?;
     }
     std::fs::write(format!("/proc/{pid}/uid_map"), &ns.uid_map)
         .ctx(|| format!("write uid_map {:?} (linux.uidMappings)", ns.uid_map))?;
@@ -111,7 +121,10 @@ fn helper_main(plan: Plan, ns: Namespaces, sock: OwnedFd) -> ! {
             exit(0)
         }
         Err(e) => {
-            report(&sock, &Error::sys("fork the container process", std::io::Error::from(e)));
+            report(
+                &sock,
+                &Error::sys("fork the container process", std::io::Error::from(e)),
+            );
             exit(1)
         }
     }
@@ -159,5 +172,9 @@ fn container_main(plan: Plan, sock: OwnedFd) -> ! {
     } else {
         eprintln!("vmctl-runtime: {e}");
     }
-    exit(if e.to_string().contains("not found") { 127 } else { 126 })
+    exit(if e.to_string().contains("not found") {
+        127
+    } else {
+        126
+    })
 }

@@ -28,6 +28,6 @@ mod sync;
 pub use cgroups::{Cgroup, Layout, Stats};
 pub use container::{wait_pid, Container, ContainerBuilder, DEFAULT_ROOT};
 pub use error::{Error, Result};
+pub use oci_spec;
 pub use rootfs::Overlay;
 pub use state::{State, Status};
-pub use oci_spec;

@@ -17,7 +17,11 @@ pub(crate) struct Options {
 }
 
 pub(crate) fn parse_options(opts: &[String]) -> Options {
-    let mut o = Options { flags: MsFlags::empty(), propagation: MsFlags::empty(), data: String::new() };
+    let mut o = Options {
+        flags: MsFlags::empty(),
+        propagation: MsFlags::empty(),
+        data: String::new(),
+    };
     for opt in opts {
         let (set, clear) = match opt.as_str() {
             "ro" => (MsFlags::MS_RDONLY, MsFlags::empty()),
@@ -65,7 +69,11 @@ pub(crate) fn parse_options(opts: &[String]) -> Options {
 
 /// A propagation name (`rprivate`, `slave`...) as flags.
 pub(crate) fn propagation(name: &str) -> MsFlags {
-    let rec = if name.starts_with('r') { MsFlags::MS_REC } else { MsFlags::empty() };
+    let rec = if name.starts_with('r') {
+        MsFlags::MS_REC
+    } else {
+        MsFlags::empty()
+    };
     rec | match name.trim_start_matches('r') {
         "private" => MsFlags::MS_PRIVATE,
         "shared" => MsFlags::MS_SHARED,
@@ -87,10 +95,8 @@ pub(crate) fn secure_join(root: &Path, path: &Path) -> PathBuf {
         while let Some(c) = comps.pop() {
             match c {
                 Component::RootDir => out = root.to_path_buf(),
-                Component::ParentDir => {
-                    if out != root {
-                        out.pop();
-                    }
+                Component::ParentDir if out != root => {
+                    out.pop();
                 }
                 Component::Normal(name) => {
                     let next = out.join(name);
@@ -144,7 +150,13 @@ pub(crate) fn mount_one(rootfs: &Path, m: &Mount, cgroup2: bool) -> Result<()> {
         return Ok(());
     }
     make_target(&dest, is_bind && !source.is_dir())?;
-    let what = || format!("mount {} ({typ}) on {}", source.display(), m.destination().display());
+    let what = || {
+        format!(
+            "mount {} ({typ}) on {}",
+            source.display(),
+            m.destination().display()
+        )
+    };
     if is_bind {
         let flags = MsFlags::MS_BIND | (opts.flags & MsFlags::MS_REC);
         mount(Some(&source), &dest, None::<&str>, flags, None::<&str>).ctx(what)?;
@@ -163,7 +175,10 @@ pub(crate) fn mount_one(rootfs: &Path, m: &Mount, cgroup2: bool) -> Result<()> {
             (Err(_), "sysfs") => {
                 let flags = MsFlags::MS_BIND | MsFlags::MS_REC;
                 mount(Some("/sys"), &dest, None::<&str>, flags, None::<&str>).ctx(what)?;
-                let flags = MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY | locked_flags(&dest);
+                let flags = MsFlags::MS_BIND
+                    | MsFlags::MS_REMOUNT
+                    | MsFlags::MS_RDONLY
+                    | locked_flags(&dest);
                 mount(None::<&str>, &dest, None::<&str>, flags, None::<&str>).ctx(what)?;
             }
             (Err(e), "mqueue") => tracing::warn!("{}: {e}; skipped", what()),
@@ -171,7 +186,14 @@ pub(crate) fn mount_one(rootfs: &Path, m: &Mount, cgroup2: bool) -> Result<()> {
         }
     }
     if !opts.propagation.is_empty() {
-        mount(None::<&str>, &dest, None::<&str>, opts.propagation, None::<&str>).ctx(what)?;
+        mount(
+            None::<&str>,
+            &dest,
+            None::<&str>,
+            opts.propagation,
+            None::<&str>,
+        )
+        .ctx(what)?;
     }
     Ok(())
 }
@@ -180,7 +202,9 @@ pub(crate) fn mount_one(rootfs: &Path, m: &Mount, cgroup2: bool) -> Result<()> {
 /// nosuid/nodev/noexec set by a more privileged user namespace).
 pub(crate) fn locked_flags(path: &Path) -> MsFlags {
     use nix::sys::statvfs::{statvfs, FsFlags};
-    let Ok(st) = statvfs(path) else { return MsFlags::empty() };
+    let Ok(st) = statvfs(path) else {
+        return MsFlags::empty();
+    };
     let f = st.flags();
     let mut out = MsFlags::empty();
     for (a, b) in [
@@ -202,7 +226,13 @@ mod tests {
 
     #[test]
     fn options_split_flags_and_data() {
-        let o = parse_options(&["nosuid".into(), "mode=755".into(), "ro".into(), "size=1k".into(), "rslave".into()]);
+        let o = parse_options(&[
+            "nosuid".into(),
+            "mode=755".into(),
+            "ro".into(),
+            "size=1k".into(),
+            "rslave".into(),
+        ]);
         assert_eq!(o.flags, MsFlags::MS_NOSUID | MsFlags::MS_RDONLY);
         assert_eq!(o.data, "mode=755,size=1k");
         assert_eq!(o.propagation, MsFlags::MS_REC | MsFlags::MS_SLAVE);
@@ -213,8 +243,17 @@ mod tests {
         let d = tempfile::tempdir().unwrap();
         std::os::unix::fs::symlink("/etc", d.path().join("evil")).unwrap();
         std::os::unix::fs::symlink("../../..", d.path().join("up")).unwrap();
-        assert_eq!(secure_join(d.path(), Path::new("/evil/passwd")), d.path().join("etc/passwd"));
-        assert_eq!(secure_join(d.path(), Path::new("/up/x")), d.path().join("x"));
-        assert_eq!(secure_join(d.path(), Path::new("/a/../../b")), d.path().join("b"));
+        assert_eq!(
+            secure_join(d.path(), Path::new("/evil/passwd")),
+            d.path().join("etc/passwd")
+        );
+        assert_eq!(
+            secure_join(d.path(), Path::new("/up/x")),
+            d.path().join("x")
+        );
+        assert_eq!(
+            secure_join(d.path(), Path::new("/a/../../b")),
+            d.path().join("b")
+        );
     }
 }

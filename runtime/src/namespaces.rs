@@ -44,7 +44,9 @@ fn open_ns(path: &Path) -> Result<OwnedFd> {
 }
 
 fn map(m: &[LinuxIdMapping]) -> String {
-    m.iter().map(|m| format!("{} {} {}\n", m.container_id(), m.host_id(), m.size())).collect()
+    m.iter()
+        .map(|m| format!("{} {} {}\n", m.container_id(), m.host_id(), m.size()))
+        .collect()
 }
 
 impl Default for Namespaces {
@@ -64,7 +66,9 @@ impl Namespaces {
     /// From a spec. Paths are opened now, so a bad path fails before anything is forked.
     pub(crate) fn from_spec(spec: &Spec) -> Result<Namespaces> {
         let mut ns = Namespaces::default();
-        let Some(linux) = spec.linux() else { return Ok(ns) };
+        let Some(linux) = spec.linux() else {
+            return Ok(ns);
+        };
         for n in linux.namespaces().iter().flatten() {
             let f = flag(n.typ());
             match (n.path(), n.typ()) {

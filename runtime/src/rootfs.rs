@@ -29,15 +29,22 @@ impl Overlay {
     pub(crate) fn data(&self) -> Result<String> {
         let mut lower = Vec::new();
         for l in self.layers.iter().rev() {
-            let s = l.to_str().filter(|s| !s.contains([',', ':'])).ok_or_else(|| Error::Invalid {
-                what: "image layer path",
-                value: l.display().to_string(),
-                hint: "layer paths must be UTF-8 without ',' or ':'".into(),
-            })?;
+            let s = l
+                .to_str()
+                .filter(|s| !s.contains([',', ':']))
+                .ok_or_else(|| Error::Invalid {
+                    what: "image layer path",
+                    value: l.display().to_string(),
+                    hint: "layer paths must be UTF-8 without ',' or ':'".into(),
+                })?;
             lower.push(s.to_string());
         }
         if lower.is_empty() {
-            return Err(Error::Invalid { what: "image", value: "no layers".into(), hint: "give at least one layer".into() });
+            return Err(Error::Invalid {
+                what: "image",
+                value: "no layers".into(),
+                hint: "give at least one layer".into(),
+            });
         }
         Ok(format!(
             "lowerdir={},upperdir={},workdir={}",
@@ -49,8 +56,14 @@ impl Overlay {
 }
 
 /// Device nodes every container gets: (path, major, minor).
-pub(crate) const DEFAULT_DEVICES: [(&str, u64, u64); 6] =
-    [("null", 1, 3), ("zero", 1, 5), ("full", 1, 7), ("random", 1, 8), ("urandom", 1, 9), ("tty", 5, 0)];
+pub(crate) const DEFAULT_DEVICES: [(&str, u64, u64); 6] = [
+    ("null", 1, 3),
+    ("zero", 1, 5),
+    ("full", 1, 7),
+    ("random", 1, 8),
+    ("urandom", 1, 9),
+    ("tty", 5, 0),
+];
 
 /// Everything the rootfs setup needs, decided by the runtime before fork.
 pub(crate) struct RootfsPlan<'a> {
@@ -65,19 +78,41 @@ pub(crate) struct RootfsPlan<'a> {
 /// Runs in the container process (new mount namespace), before pivot_root.
 pub(crate) fn prepare(p: &RootfsPlan<'_>) -> Result<()> {
     let linux = p.spec.linux().as_ref();
-    let prop = linux.and_then(|l| l.rootfs_propagation().as_deref()).map(propagation);
+    let prop = linux
+        .and_then(|l| l.rootfs_propagation().as_deref())
+        .map(propagation);
     // Nothing mounted from here on may reach the host.
-    let root_prop = prop.filter(|f| !f.contains(MsFlags::MS_SHARED)).unwrap_or(MsFlags::MS_REC | MsFlags::MS_PRIVATE);
-    mount(None::<&str>, "/", None::<&str>, root_prop | MsFlags::MS_REC, None::<&str>)
-        .ctx(|| "make / private".into())?;
+    let root_prop = prop
+        .filter(|f| !f.contains(MsFlags::MS_SHARED))
+        .unwrap_or(MsFlags::MS_REC | MsFlags::MS_PRIVATE);
+    mount(
+        None::<&str>,
+        "/",
+        None::<&str>,
+        root_prop | MsFlags::MS_REC,
+        None::<&str>,
+    )
+    .ctx(|| "make / private".into())?;
     match p.overlay {
         Some(o) => {
             let data = o.data()?;
-            mount(Some("overlay"), p.rootfs, Some("overlay"), MsFlags::empty(), Some(data.as_str()))
-                .ctx(|| format!("mount overlay ({data}) on {}", p.rootfs.display()))?;
+            mount(
+                Some("overlay"),
+                p.rootfs,
+                Some("overlay"),
+                MsFlags::empty(),
+                Some(data.as_str()),
+            )
+            .ctx(|| format!("mount overlay ({data}) on {}", p.rootfs.display()))?;
         }
-        None => mount(Some(p.rootfs), p.rootfs, None::<&str>, MsFlags::MS_BIND | MsFlags::MS_REC, None::<&str>)
-            .ctx(|| format!("bind rootfs {}", p.rootfs.display()))?,
+        None => mount(
+            Some(p.rootfs),
+            p.rootfs,
+            None::<&str>,
+            MsFlags::MS_BIND | MsFlags::MS_REC,
+            None::<&str>,
+        )
+        .ctx(|| format!("bind rootfs {}", p.rootfs.display()))?,
     }
     for m in p.spec.mounts().iter().flatten() {
         mount_one(p.rootfs, m, p.cgroup2)?;
@@ -99,12 +134,27 @@ pub(crate) fn prepare(p: &RootfsPlan<'_>) -> Result<()> {
         }
     }
     if prop.is_some_and(|f| f.contains(MsFlags::MS_SHARED)) {
-        mount(None::<&str>, "/", None::<&str>, MsFlags::MS_REC | MsFlags::MS_SHARED, None::<&str>)
-            .ctx(|| "make / shared".into())?;
+        mount(
+            None::<&str>,
+            "/",
+            None::<&str>,
+            MsFlags::MS_REC | MsFlags::MS_SHARED,
+            None::<&str>,
+        )
+        .ctx(|| "make / shared".into())?;
     }
-    if p.spec.root().as_ref().and_then(|r| r.readonly()).unwrap_or(false) {
-        let flags = MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY | locked_flags(Path::new("/"));
-        mount(None::<&str>, "/", None::<&str>, flags, None::<&str>).ctx(|| "remount / read-only".into())?;
+    if p.spec
+        .root()
+        .as_ref()
+        .and_then(|r| r.readonly())
+        .unwrap_or(false)
+    {
+        let flags = MsFlags::MS_BIND
+            | MsFlags::MS_REMOUNT
+            | MsFlags::MS_RDONLY
+            | locked_flags(Path::new("/"));
+        mount(None::<&str>, "/", None::<&str>, flags, None::<&str>)
+            .ctx(|| "remount / read-only".into())?;
     }
     Ok(())
 }
@@ -115,16 +165,37 @@ fn devices(p: &RootfsPlan<'_>) -> Result<()> {
     std::fs::create_dir_all(&dev).ctx(|| "mkdir /dev".into())?;
     let mut nodes: Vec<(PathBuf, SFlag, u64, u64, u32)> = DEFAULT_DEVICES
         .iter()
-        .map(|(n, ma, mi)| (PathBuf::from("/dev").join(n), SFlag::S_IFCHR, *ma, *mi, 0o666))
+        .map(|(n, ma, mi)| {
+            (
+                PathBuf::from("/dev").join(n),
+                SFlag::S_IFCHR,
+                *ma,
+                *mi,
+                0o666,
+            )
+        })
         .collect();
-    for d in p.spec.linux().as_ref().and_then(|l| l.devices().as_ref()).into_iter().flatten() {
+    for d in p
+        .spec
+        .linux()
+        .as_ref()
+        .and_then(|l| l.devices().as_ref())
+        .into_iter()
+        .flatten()
+    {
         let kind = match d.typ() {
             LinuxDeviceType::B => SFlag::S_IFBLK,
             LinuxDeviceType::P => SFlag::S_IFIFO,
             _ => SFlag::S_IFCHR,
         };
         let mode = d.file_mode().unwrap_or(0o666);
-        nodes.push((d.path().clone(), kind, d.major() as u64, d.minor() as u64, mode));
+        nodes.push((
+            d.path().clone(),
+            kind,
+            d.major() as u64,
+            d.minor() as u64,
+            mode,
+        ));
     }
     for (path, kind, major, minor, mode) in nodes {
         let target = secure_join(p.rootfs, &path);
@@ -134,11 +205,22 @@ fn devices(p: &RootfsPlan<'_>) -> Result<()> {
         if p.userns {
             // mknod is not allowed in a user namespace: bind the host's node.
             crate::mounts::make_target(&target, true)?;
-            mount(Some(&path), &target, None::<&str>, MsFlags::MS_BIND, None::<&str>)
-                .ctx(|| format!("bind device {}", path.display()))?;
+            mount(
+                Some(&path),
+                &target,
+                None::<&str>,
+                MsFlags::MS_BIND,
+                None::<&str>,
+            )
+            .ctx(|| format!("bind device {}", path.display()))?;
         } else {
-            mknod(&target, kind, Mode::from_bits_truncate(mode), makedev(major, minor))
-                .ctx(|| format!("mknod {}", path.display()))?;
+            mknod(
+                &target,
+                kind,
+                Mode::from_bits_truncate(mode),
+                makedev(major, minor),
+            )
+            .ctx(|| format!("mknod {}", path.display()))?;
             // mknod honours the umask; set the mode we were asked for.
             nix::sys::stat::fchmodat(
                 nix::fcntl::AT_FDCWD,
@@ -176,11 +258,25 @@ fn pivot(rootfs: &Path) -> Result<()> {
 
 /// Hides `path`: /dev/null over a file, an empty read-only tmpfs over a directory.
 fn mask(path: &Path) -> Result<()> {
-    let Ok(meta) = std::fs::metadata(path) else { return Ok(()) };
+    let Ok(meta) = std::fs::metadata(path) else {
+        return Ok(());
+    };
     let r = if meta.is_dir() {
-        mount(Some("tmpfs"), path, Some("tmpfs"), MsFlags::MS_RDONLY, None::<&str>)
+        mount(
+            Some("tmpfs"),
+            path,
+            Some("tmpfs"),
+            MsFlags::MS_RDONLY,
+            None::<&str>,
+        )
     } else {
-        mount(Some("/dev/null"), path, None::<&str>, MsFlags::MS_BIND, None::<&str>)
+        mount(
+            Some("/dev/null"),
+            path,
+            None::<&str>,
+            MsFlags::MS_BIND,
+            None::<&str>,
+        )
     };
     r.ctx(|| format!("mask {}", path.display()))
 }
@@ -190,8 +286,15 @@ fn readonly(path: &Path) -> Result<()> {
     if std::fs::symlink_metadata(path).is_err() {
         return Ok(());
     }
-    mount(Some(path), path, None::<&str>, MsFlags::MS_BIND | MsFlags::MS_REC, None::<&str>)
-        .ctx(|| format!("bind {}", path.display()))?;
+    mount(
+        Some(path),
+        path,
+        None::<&str>,
+        MsFlags::MS_BIND | MsFlags::MS_REC,
+        None::<&str>,
+    )
+    .ctx(|| format!("bind {}", path.display()))?;
     let flags = MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY | locked_flags(path);
-    mount(None::<&str>, path, None::<&str>, flags, None::<&str>).ctx(|| format!("make {} read-only", path.display()))
+    mount(None::<&str>, path, None::<&str>, flags, None::<&str>)
+        .ctx(|| format!("make {} read-only", path.display()))
 }

@@ -3,8 +3,8 @@
 use std::path::{Path, PathBuf};
 
 use oci_spec::runtime::{
-    get_default_maskedpaths, get_default_mounts, get_default_readonly_paths, Linux,
-    LinuxNamespace, LinuxNamespaceType, LinuxResources, Mount, Process, Root, Spec,
+    get_default_maskedpaths, get_default_mounts, get_default_readonly_paths, Linux, LinuxNamespace,
+    LinuxNamespaceType, LinuxResources, Mount, Process, Root, Spec,
 };
 
 use crate::error::{Error, Result};
@@ -13,7 +13,10 @@ use crate::security::{caps, profile};
 /// Reads `bundle/config.json`; a parse error names the JSON path of the bad field.
 pub fn load(bundle: &Path) -> Result<Spec> {
     if !bundle.is_dir() {
-        return Err(Error::Bundle { path: bundle.into(), reason: "not a directory".into() });
+        return Err(Error::Bundle {
+            path: bundle.into(),
+            reason: "not a directory".into(),
+        });
     }
     let path = bundle.join("config.json");
     let text = std::fs::read(&path).map_err(|e| Error::Bundle {
@@ -34,40 +37,76 @@ pub fn load(bundle: &Path) -> Result<Spec> {
 }
 
 fn bad(path: &Path, field: &str, reason: impl Into<String>) -> Error {
-    Error::Config { path: path.into(), field: field.into(), reason: reason.into() }
+    Error::Config {
+        path: path.into(),
+        field: field.into(),
+        reason: reason.into(),
+    }
 }
 
 /// Semantic checks the JSON schema alone does not make.
 pub fn validate(spec: &Spec, bundle: &Path, path: &Path) -> Result<()> {
-    let root = spec.root().as_ref().ok_or_else(|| bad(path, "root", "missing; set root.path"))?;
+    let root = spec
+        .root()
+        .as_ref()
+        .ok_or_else(|| bad(path, "root", "missing; set root.path"))?;
     let rootfs = rootfs_path(bundle, root);
     if !rootfs.is_dir() {
-        return Err(bad(path, "root.path", format!("{} is not a directory", rootfs.display())));
+        return Err(bad(
+            path,
+            "root.path",
+            format!("{} is not a directory", rootfs.display()),
+        ));
     }
-    let process = spec.process().as_ref().ok_or_else(|| bad(path, "process", "missing"))?;
+    let process = spec
+        .process()
+        .as_ref()
+        .ok_or_else(|| bad(path, "process", "missing"))?;
     if process.args().as_ref().is_none_or(|a| a.is_empty()) {
         return Err(bad(path, "process.args", "empty; give the command to run"));
     }
     if !process.cwd().is_absolute() {
-        return Err(bad(path, "process.cwd", format!("{} is not absolute", process.cwd().display())));
+        return Err(bad(
+            path,
+            "process.cwd",
+            format!("{} is not absolute", process.cwd().display()),
+        ));
     }
     if let Some(linux) = spec.linux() {
         let ns = linux.namespaces().as_deref().unwrap_or_default();
         for (i, n) in ns.iter().enumerate() {
             if ns[..i].iter().any(|m| m.typ() == n.typ()) {
-                return Err(bad(path, &format!("linux.namespaces[{i}]"), format!("duplicate {:?}", n.typ())));
+                return Err(bad(
+                    path,
+                    &format!("linux.namespaces[{i}]"),
+                    format!("duplicate {:?}", n.typ()),
+                ));
             }
             if n.typ() == LinuxNamespaceType::Time {
-                return Err(bad(path, &format!("linux.namespaces[{i}]"), "time namespaces are not supported"));
+                return Err(bad(
+                    path,
+                    &format!("linux.namespaces[{i}]"),
+                    "time namespaces are not supported",
+                ));
             }
         }
-        let userns = ns.iter().any(|n| n.typ() == LinuxNamespaceType::User && n.path().is_none());
+        let userns = ns
+            .iter()
+            .any(|n| n.typ() == LinuxNamespaceType::User && n.path().is_none());
         if userns && linux.uid_mappings().as_ref().is_none_or(|m| m.is_empty()) {
-            return Err(bad(path, "linux.uidMappings", "a new user namespace needs uid mappings"));
+            return Err(bad(
+                path,
+                "linux.uidMappings",
+                "a new user namespace needs uid mappings",
+            ));
         }
         for m in spec.mounts().iter().flatten() {
             if !m.destination().is_absolute() {
-                return Err(bad(path, "mounts.destination", format!("{} is not absolute", m.destination().display())));
+                return Err(bad(
+                    path,
+                    "mounts.destination",
+                    format!("{} is not absolute", m.destination().display()),
+                ));
             }
         }
     }
@@ -114,7 +153,9 @@ pub fn docker_default(args: Vec<String>, rootfs: &Path) -> Spec {
     linux.set_masked_paths(Some(get_default_maskedpaths()));
     linux.set_readonly_paths(Some(get_default_readonly_paths()));
     linux.set_resources(Some(LinuxResources::default()));
-    linux.set_seccomp(Some(profile::default_profile(process.capabilities().as_ref())));
+    linux.set_seccomp(Some(profile::default_profile(
+        process.capabilities().as_ref(),
+    )));
     let mounts: Vec<Mount> = get_default_mounts()
         .into_iter()
         .filter(|m| m.destination() != Path::new("/sys/fs/cgroup"))

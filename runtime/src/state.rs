@@ -51,7 +51,9 @@ pub struct State {
 pub(crate) fn dir(root: &Path, id: &str) -> Result<PathBuf> {
     let ok = !id.is_empty()
         && id.len() <= 1024
-        && id.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | '+'))
+        && id
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | '+'))
         && id != "."
         && id != "..";
     if !ok {
@@ -73,24 +75,31 @@ impl State {
     pub fn load(root: &Path, id: &str) -> Result<State> {
         let p = State::path(root, id)?;
         let text = std::fs::read(&p).map_err(|e| match e.kind() {
-            std::io::ErrorKind::NotFound => Error::NotFound { id: id.into(), root: root.into() },
+            std::io::ErrorKind::NotFound => Error::NotFound {
+                id: id.into(),
+                root: root.into(),
+            },
             _ => Error::sys(format!("read {}", p.display()), e),
         })?;
-        serde_json::from_slice(&text).map_err(|e| Error::sys(format!("parse {}", p.display()), std::io::Error::other(e)))
+        serde_json::from_slice(&text)
+            .map_err(|e| Error::sys(format!("parse {}", p.display()), std::io::Error::other(e)))
     }
 
     /// Writes the state atomically (temp file + rename).
     pub fn save(&self, root: &Path) -> Result<()> {
         let p = State::path(root, &self.id)?;
         let tmp = p.with_extension("json.tmp");
-        let text = serde_json::to_vec(self).map_err(|e| Error::sys("serialize state", std::io::Error::other(e)))?;
+        let text = serde_json::to_vec(self)
+            .map_err(|e| Error::sys("serialize state", std::io::Error::other(e)))?;
         std::fs::write(&tmp, text).ctx(|| format!("write {}", tmp.display()))?;
         std::fs::rename(&tmp, &p).ctx(|| format!("rename {}", p.display()))
     }
 
     /// Whether the container process still exists (not a zombie, not a reused pid).
     pub fn alive(&self) -> bool {
-        self.pid > 0 && proc_start(self.pid).is_some_and(|(start, state)| start == self.pid_start && state != 'Z')
+        self.pid > 0
+            && proc_start(self.pid)
+                .is_some_and(|(start, state)| start == self.pid_start && state != 'Z')
     }
 
     /// The current status.

@@ -18,7 +18,12 @@ pub(crate) fn pair() -> Result<(OwnedFd, OwnedFd)> {
     let mut fds = [0; 2];
     // SAFETY: `fds` is a valid two-int array for socketpair to fill.
     let rc = unsafe {
-        libc::socketpair(libc::AF_UNIX, libc::SOCK_SEQPACKET | libc::SOCK_CLOEXEC, 0, fds.as_mut_ptr())
+        libc::socketpair(
+            libc::AF_UNIX,
+            libc::SOCK_SEQPACKET | libc::SOCK_CLOEXEC,
+            0,
+            fds.as_mut_ptr(),
+        )
     };
     if rc != 0 {
         return Err(Error::sys("socketpair", std::io::Error::last_os_error()));
@@ -34,7 +39,14 @@ pub(crate) fn send(fd: BorrowedFd<'_>, tag: u8, body: &[u8]) -> Result<()> {
     buf.extend_from_slice(body);
     loop {
         // SAFETY: `buf` is valid for `buf.len()` bytes.
-        let n = unsafe { libc::send(fd.as_raw_fd(), buf.as_ptr().cast(), buf.len(), libc::MSG_NOSIGNAL) };
+        let n = unsafe {
+            libc::send(
+                fd.as_raw_fd(),
+                buf.as_ptr().cast(),
+                buf.len(),
+                libc::MSG_NOSIGNAL,
+            )
+        };
         if n >= 0 {
             return Ok(());
         }
@@ -71,7 +83,12 @@ pub(crate) fn expect(fd: BorrowedFd<'_>, want: u8) -> Result<Vec<u8>> {
     match recv(fd)? {
         Some((t, body)) if t == want => Ok(body),
         Some((MSG_ERROR, body)) => Err(Error::Setup(String::from_utf8_lossy(&body).into_owned())),
-        Some((t, _)) => Err(Error::Setup(format!("unexpected message {:?} from the container process", t as char))),
-        None => Err(Error::Setup("the container process exited during setup".into())),
+        Some((t, _)) => Err(Error::Setup(format!(
+            "unexpected message {:?} from the container process",
+            t as char
+        ))),
+        None => Err(Error::Setup(
+            "the container process exited during setup".into(),
+        )),
     }
 }

@@ -10,7 +10,11 @@ use runtime::oci_spec::runtime::{Process, Spec};
 use runtime::{Container, ContainerBuilder, Status};
 
 #[derive(Parser, Debug)]
-#[command(name = "vmctl-runtime", version, about = "OCI container runtime (runc-compatible CLI)")]
+#[command(
+    name = "vmctl-runtime",
+    version,
+    about = "OCI container runtime (runc-compatible CLI)"
+)]
 struct Cli {
     /// Directory for container state.
     #[arg(long, global = true, default_value = runtime::DEFAULT_ROOT)]
@@ -160,17 +164,27 @@ fn init_logs(cli: &Cli) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("VMCTL_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
     let builder = tracing_subscriber::fmt().with_env_filter(filter);
-    let file = cli.log.as_ref().and_then(|p| std::fs::OpenOptions::new().create(true).append(true).open(p).ok());
+    let file = cli.log.as_ref().and_then(|p| {
+        std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(p)
+            .ok()
+    });
     match (file, cli.log_format.as_str()) {
         (Some(f), "json") => builder.json().with_writer(std::sync::Mutex::new(f)).init(),
-        (Some(f), _) => builder.with_ansi(false).with_writer(std::sync::Mutex::new(f)).init(),
+        (Some(f), _) => builder
+            .with_ansi(false)
+            .with_writer(std::sync::Mutex::new(f))
+            .init(),
         (None, "json") => builder.json().with_writer(std::io::stderr).init(),
         (None, _) => builder.with_writer(std::io::stderr).init(),
     }
 }
 
 fn connect(path: &Path) -> Result<OwnedFd> {
-    let s = UnixStream::connect(path).with_context(|| format!("connect to console socket {}", path.display()))?;
+    let s = UnixStream::connect(path)
+        .with_context(|| format!("connect to console socket {}", path.display()))?;
     Ok(s.into())
 }
 
@@ -191,7 +205,8 @@ fn create(root: &Path, a: &CreateArgs, other_process_starts: bool) -> Result<Con
 
 fn write_pid(path: &Path, pid: i32) -> Result<()> {
     let tmp = path.with_extension("tmp");
-    std::fs::write(&tmp, pid.to_string()).with_context(|| format!("write pid file {}", tmp.display()))?;
+    std::fs::write(&tmp, pid.to_string())
+        .with_context(|| format!("write pid file {}", tmp.display()))?;
     std::fs::rename(&tmp, path).with_context(|| format!("write pid file {}", path.display()))
 }
 
@@ -202,7 +217,10 @@ fn dispatch(cli: Cli) -> Result<i32> {
             create(root, &a, true)?;
         }
         Cmd::Start { id } => Container::load(root, &id)?.start()?,
-        Cmd::State { id } => println!("{}", serde_json::to_string_pretty(&Container::load(root, &id)?.oci_state())?),
+        Cmd::State { id } => println!(
+            "{}",
+            serde_json::to_string_pretty(&Container::load(root, &id)?.oci_state())?
+        ),
         Cmd::Kill { all, id, signal } => {
             let sig = parse_signal(signal.as_deref().unwrap_or("TERM"))?;
             Container::load(root, &id)?.kill(sig, all)?;
@@ -223,12 +241,25 @@ fn dispatch(cli: Cli) -> Result<i32> {
             c.delete(true)?;
             return Ok(code);
         }
-        Cmd::Exec { process, console_socket, pid_file, detach, tty, env, cwd, user, id, command } => {
+        Cmd::Exec {
+            process,
+            console_socket,
+            pid_file,
+            detach,
+            tty,
+            env,
+            cwd,
+            user,
+            id,
+            command,
+        } => {
             let c = Container::load(root, &id)?;
             let mut p: Process = match process {
                 Some(f) => {
-                    let text = std::fs::read(&f).with_context(|| format!("read {}", f.display()))?;
-                    serde_json::from_slice(&text).with_context(|| format!("parse {}", f.display()))?
+                    let text =
+                        std::fs::read(&f).with_context(|| format!("read {}", f.display()))?;
+                    serde_json::from_slice(&text)
+                        .with_context(|| format!("parse {}", f.display()))?
                 }
                 None => {
                     if command.is_empty() {
@@ -251,8 +282,14 @@ fn dispatch(cli: Cli) -> Result<i32> {
             if let Some(u) = user {
                 let (uid, gid) = u.split_once(':').unwrap_or((&u, "0"));
                 let mut usr = p.user().clone();
-                usr.set_uid(uid.parse().with_context(|| format!("--user {u}: uid must be a number"))?);
-                usr.set_gid(gid.parse().with_context(|| format!("--user {u}: gid must be a number"))?);
+                usr.set_uid(
+                    uid.parse()
+                        .with_context(|| format!("--user {u}: uid must be a number"))?,
+                );
+                usr.set_gid(
+                    gid.parse()
+                        .with_context(|| format!("--user {u}: gid must be a number"))?,
+                );
                 p.set_user(usr);
             }
             let console = console_socket.as_deref().map(connect).transpose()?;
@@ -272,7 +309,8 @@ fn dispatch(cli: Cli) -> Result<i32> {
             } else {
                 println!("PID CMD");
                 for p in pids {
-                    let cmd = std::fs::read_to_string(format!("/proc/{p}/cmdline")).unwrap_or_default();
+                    let cmd =
+                        std::fs::read_to_string(format!("/proc/{p}/cmdline")).unwrap_or_default();
                     println!("{p} {}", cmd.replace('\0', " ").trim());
                 }
             }
@@ -287,14 +325,27 @@ fn dispatch(cli: Cli) -> Result<i32> {
                 if quiet {
                     println!("{}", c.id());
                 } else {
-                    let pid = if c.status() == Status::Stopped { 0 } else { c.pid() };
-                    println!("{:<24} {:<8} {:<10} {}", c.id(), pid, c.status(), c.state().bundle.display());
+                    let pid = if c.status() == Status::Stopped {
+                        0
+                    } else {
+                        c.pid()
+                    };
+                    println!(
+                        "{:<24} {:<8} {:<10} {}",
+                        c.id(),
+                        pid,
+                        c.status(),
+                        c.state().bundle.display()
+                    );
                 }
             }
         }
         Cmd::Events { id, .. } => {
             let s = Container::load(root, &id)?.stats()?;
-            println!("{}", serde_json::json!({"type": "stats", "id": id, "data": s}));
+            println!(
+                "{}",
+                serde_json::json!({"type": "stats", "id": id, "data": s})
+            );
         }
         Cmd::Features => println!("{}", serde_json::to_string_pretty(&features())?),
         Cmd::Spec { bundle } => {
@@ -303,7 +354,8 @@ fn dispatch(cli: Cli) -> Result<i32> {
             if path.exists() {
                 bail!("{} exists; remove it first", path.display());
             }
-            spec.save(&path).with_context(|| format!("write {}", path.display()))?;
+            spec.save(&path)
+                .with_context(|| format!("write {}", path.display()))?;
         }
     }
     Ok(0)
@@ -313,13 +365,22 @@ fn dispatch(cli: Cli) -> Result<i32> {
 fn forward_signals_and_wait(c: &Container) -> Result<i32> {
     use nix::sys::signal::{SigSet, SigmaskHow, Signal};
     let mut set = SigSet::empty();
-    for s in [Signal::SIGINT, Signal::SIGTERM, Signal::SIGHUP, Signal::SIGQUIT, Signal::SIGCHLD] {
+    for s in [
+        Signal::SIGINT,
+        Signal::SIGTERM,
+        Signal::SIGHUP,
+        Signal::SIGQUIT,
+        Signal::SIGCHLD,
+    ] {
         set.add(s);
     }
     nix::sys::signal::sigprocmask(SigmaskHow::SIG_BLOCK, Some(&set), None)?;
     let pid = c.pid();
     loop {
-        match nix::sys::wait::waitpid(nix::unistd::Pid::from_raw(pid), Some(nix::sys::wait::WaitPidFlag::WNOHANG))? {
+        match nix::sys::wait::waitpid(
+            nix::unistd::Pid::from_raw(pid),
+            Some(nix::sys::wait::WaitPidFlag::WNOHANG),
+        )? {
             nix::sys::wait::WaitStatus::Exited(_, code) => return Ok(code),
             nix::sys::wait::WaitStatus::Signaled(_, s, _) => return Ok(128 + s as i32),
             _ => {}
@@ -336,9 +397,14 @@ fn parse_signal(s: &str) -> Result<i32> {
         return Ok(n);
     }
     let name = s.to_ascii_uppercase();
-    let name = if name.starts_with("SIG") { name } else { format!("SIG{name}") };
-    let sig: nix::sys::signal::Signal =
-        name.parse().with_context(|| format!("unknown signal {s:?}; use a name like TERM or a number"))?;
+    let name = if name.starts_with("SIG") {
+        name
+    } else {
+        format!("SIG{name}")
+    };
+    let sig: nix::sys::signal::Signal = name
+        .parse()
+        .with_context(|| format!("unknown signal {s:?}; use a name like TERM or a number"))?;
     Ok(sig as i32)
 }
 

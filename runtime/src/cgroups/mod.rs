@@ -16,7 +16,9 @@ use crate::error::{Error, Result};
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Layout {
     /// cgroup v1: each entry is a hierarchy's mount point and the controllers bound to it.
-    V1 { hierarchies: Vec<(PathBuf, Vec<String>)> },
+    V1 {
+        hierarchies: Vec<(PathBuf, Vec<String>)>,
+    },
     /// cgroup v2: the unified hierarchy's mount point.
     V2 { root: PathBuf },
 }
@@ -46,15 +48,15 @@ impl Layout {
         let mut v1 = Vec::new();
         let mut v2: Option<PathBuf> = None;
         for line in info.lines() {
-            let Some((left, right)) = line.split_once(" - ") else { continue };
+            let Some((left, right)) = line.split_once(" - ") else {
+                continue;
+            };
             let mount_point = left.split(' ').nth(4).unwrap_or_default();
             let mut r = right.split(' ');
             let (fstype, _src, opts) = (r.next(), r.next(), r.next().unwrap_or_default());
             match fstype {
-                Some("cgroup2") => {
-                    if v2.is_none() || mount_point == "/sys/fs/cgroup" {
-                        v2 = Some(PathBuf::from(mount_point));
-                    }
+                Some("cgroup2") if v2.is_none() || mount_point == "/sys/fs/cgroup" => {
+                    v2 = Some(PathBuf::from(mount_point));
                 }
                 Some("cgroup") => {
                     let ctrls: Vec<String> = opts
@@ -96,8 +98,15 @@ impl Cgroup {
     /// A handle on the cgroup at `path` (relative to the hierarchy root; a leading `/` is
     /// ignored). Nothing is created yet.
     pub fn new(layout: Layout, path: &Path) -> Result<Cgroup> {
-        let rel: PathBuf = path.components().filter(|c| matches!(c, std::path::Component::Normal(_))).collect();
-        if rel.as_os_str().is_empty() || path.components().any(|c| c == std::path::Component::ParentDir) {
+        let rel: PathBuf = path
+            .components()
+            .filter(|c| matches!(c, std::path::Component::Normal(_)))
+            .collect();
+        if rel.as_os_str().is_empty()
+            || path
+                .components()
+                .any(|c| c == std::path::Component::ParentDir)
+        {
             return Err(Error::Invalid {
                 what: "cgroupsPath",
                 value: path.display().to_string(),
@@ -120,7 +129,9 @@ impl Cgroup {
     /// The directories this cgroup occupies (one per v1 hierarchy, one for v2).
     pub fn dirs(&self) -> Vec<PathBuf> {
         match &self.layout {
-            Layout::V1 { hierarchies } => hierarchies.iter().map(|(m, _)| m.join(&self.rel)).collect(),
+            Layout::V1 { hierarchies } => {
+                hierarchies.iter().map(|(m, _)| m.join(&self.rel)).collect()
+            }
             Layout::V2 { root } => vec![root.join(&self.rel)],
         }
     }
@@ -214,10 +225,18 @@ impl Cgroup {
             if last.is_none() {
                 return Ok(());
             }
-            std::thread::sleep(std::time::Duration::from_millis(if attempt < 20 { 1 } else { 10 }));
+            std::thread::sleep(std::time::Duration::from_millis(if attempt < 20 {
+                1
+            } else {
+                10
+            }));
         }
         let (path, source) = last.expect("set in the loop");
-        Err(Error::Cgroup { path, what: "remove".into(), source })
+        Err(Error::Cgroup {
+            path,
+            what: "remove".into(),
+            source,
+        })
     }
 }
 

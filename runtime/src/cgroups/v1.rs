@@ -11,7 +11,9 @@ type Hierarchies = [(PathBuf, Vec<String>)];
 
 /// The directory of `rel` in the hierarchy that holds `controller`.
 fn dir(h: &Hierarchies, rel: &Path, controller: &str) -> Option<PathBuf> {
-    h.iter().find(|(_, c)| c.iter().any(|x| x == controller)).map(|(m, _)| m.join(rel))
+    h.iter()
+        .find(|(_, c)| c.iter().any(|x| x == controller))
+        .map(|(m, _)| m.join(rel))
 }
 
 fn need(h: &Hierarchies, rel: &Path, controller: &str) -> Result<PathBuf> {
@@ -32,7 +34,11 @@ pub(super) fn create(h: &Hierarchies, rel: &Path) -> Result<()> {
                 Ok(()) => {}
                 Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
                 Err(source) => {
-                    return Err(Error::Cgroup { path: cur, what: "create".into(), source })
+                    return Err(Error::Cgroup {
+                        path: cur,
+                        what: "create".into(),
+                        source,
+                    })
                 }
             }
             // A new cpuset cgroup starts with no CPUs and memory nodes: inherit the parent's.
@@ -87,23 +93,53 @@ pub(super) fn apply(h: &Hierarchies, rel: &Path, res: &LinuxResources) -> Result
         }
     }
     if let Some(pids) = res.pids() {
-        let v = if pids.limit() > 0 { pids.limit().to_string() } else { "max".into() };
+        let v = if pids.limit() > 0 {
+            pids.limit().to_string()
+        } else {
+            "max".into()
+        };
         write(&need(h, rel, "pids")?.join("pids.max"), &v)?;
     }
     if let (Some(rules), Some(d)) = (res.devices(), dir(h, rel, "devices")) {
         for r in rules {
-            let typ = r.typ().map(|t| t.as_str().to_string()).unwrap_or_else(|| "a".into());
-            let major = r.major().map(|m| m.to_string()).unwrap_or_else(|| "*".into());
-            let minor = r.minor().map(|m| m.to_string()).unwrap_or_else(|| "*".into());
+            let typ = r
+                .typ()
+                .map(|t| t.as_str().to_string())
+                .unwrap_or_else(|| "a".into());
+            let major = r
+                .major()
+                .map(|m| m.to_string())
+                .unwrap_or_else(|| "*".into());
+            let minor = r
+                .minor()
+                .map(|m| m.to_string())
+                .unwrap_or_else(|| "*".into());
             let access = r.access().clone().unwrap_or_else(|| "rwm".into());
-            let rule = if typ == "a" { "a".to_string() } else { format!("{typ} {major}:{minor} {access}") };
-            let file = if r.allow() { "devices.allow" } else { "devices.deny" };
+            let rule = if typ == "a" {
+                "a".to_string()
+            } else {
+                format!("{typ} {major}:{minor} {access}")
+            };
+            let file = if r.allow() {
+                "devices.allow"
+            } else {
+                "devices.deny"
+            };
             write(&d.join(file), &rule)?;
         }
         // The nodes every container gets (see rootfs::DEFAULT_DEVICES), as runc allows them.
-        for rule in ["c 1:3 rwm", "c 1:5 rwm", "c 1:7 rwm", "c 1:8 rwm", "c 1:9 rwm", "c 5:0 rwm",
-            "c 5:1 rwm", "c 5:2 rwm", "c 136:* rwm", "c 10:200 rwm"]
-        {
+        for rule in [
+            "c 1:3 rwm",
+            "c 1:5 rwm",
+            "c 1:7 rwm",
+            "c 1:8 rwm",
+            "c 1:9 rwm",
+            "c 5:0 rwm",
+            "c 5:1 rwm",
+            "c 5:2 rwm",
+            "c 136:* rwm",
+            "c 10:200 rwm",
+        ] {
             write(&d.join("devices.allow"), rule)?;
         }
     }
@@ -128,7 +164,10 @@ pub(super) fn stats(h: &Hierarchies, rel: &Path) -> Result<Stats> {
 
 pub(super) fn freeze(h: &Hierarchies, rel: &Path, frozen: bool) -> Result<()> {
     let d = need(h, rel, "freezer")?;
-    write(&d.join("freezer.state"), if frozen { "FROZEN" } else { "THAWED" })?;
+    write(
+        &d.join("freezer.state"),
+        if frozen { "FROZEN" } else { "THAWED" },
+    )?;
     for _ in 0..1000 {
         let state = read(&d.join("freezer.state"))?;
         if (state.trim() == "FROZEN") == frozen {

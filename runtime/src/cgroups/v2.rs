@@ -14,7 +14,8 @@ pub(super) fn create(root: &Path, rel: &Path) -> Result<()> {
     for comp in rel.components() {
         // Enable the controllers this level offers for its children.
         let offered = std::fs::read_to_string(cur.join("cgroup.controllers")).unwrap_or_default();
-        let enabled = std::fs::read_to_string(cur.join("cgroup.subtree_control")).unwrap_or_default();
+        let enabled =
+            std::fs::read_to_string(cur.join("cgroup.subtree_control")).unwrap_or_default();
         for c in CONTROLLERS {
             let has = |list: &str| list.split_whitespace().any(|x| x == c);
             if has(&offered) && !has(&enabled) {
@@ -27,7 +28,13 @@ pub(super) fn create(root: &Path, rel: &Path) -> Result<()> {
         match std::fs::create_dir(&cur) {
             Ok(()) => {}
             Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
-            Err(source) => return Err(Error::Cgroup { path: cur, what: "create".into(), source }),
+            Err(source) => {
+                return Err(Error::Cgroup {
+                    path: cur,
+                    what: "create".into(),
+                    source,
+                })
+            }
         }
     }
     Ok(())
@@ -59,13 +66,23 @@ pub(crate) fn shares_to_weight(shares: u64) -> u64 {
 }
 
 pub(super) fn apply(dir: &Path, res: &LinuxResources) -> Result<()> {
-    let max = |v: i64| if v < 0 { "max".to_string() } else { v.to_string() };
+    let max = |v: i64| {
+        if v < 0 {
+            "max".to_string()
+        } else {
+            v.to_string()
+        }
+    };
     if let Some(mem) = res.memory() {
         if let Some(limit) = mem.limit() {
             set(dir, "memory.max", &max(limit))?;
             // OCI's swap is memory+swap (the v1 meaning); v2 limits swap alone.
             if let Some(swap) = mem.swap() {
-                let only_swap = if swap < 0 || limit < 0 { -1 } else { (swap - limit).max(0) };
+                let only_swap = if swap < 0 || limit < 0 {
+                    -1
+                } else {
+                    (swap - limit).max(0)
+                };
                 set(dir, "memory.swap.max", &max(only_swap))?;
             }
         }
@@ -80,7 +97,11 @@ pub(super) fn apply(dir: &Path, res: &LinuxResources) -> Result<()> {
         if cpu.quota().is_some() || cpu.period().is_some() {
             let period = cpu.period().unwrap_or(100_000);
             let quota = cpu.quota().filter(|q| *q > 0).map(|q| q.to_string());
-            set(dir, "cpu.max", &format!("{} {period}", quota.as_deref().unwrap_or("max")))?;
+            set(
+                dir,
+                "cpu.max",
+                &format!("{} {period}", quota.as_deref().unwrap_or("max")),
+            )?;
         }
         if let Some(cpus) = cpu.cpus() {
             set(dir, "cpuset.cpus", cpus)?;
@@ -90,10 +111,16 @@ pub(super) fn apply(dir: &Path, res: &LinuxResources) -> Result<()> {
         }
     }
     if let Some(pids) = res.pids() {
-        set(dir, "pids.max", &max(if pids.limit() > 0 { pids.limit() } else { -1 }))?;
+        set(
+            dir,
+            "pids.max",
+            &max(if pids.limit() > 0 { pids.limit() } else { -1 }),
+        )?;
     }
     if res.devices().as_ref().is_some_and(|d| !d.is_empty()) {
-        tracing::debug!("cgroup v2 device rules need eBPF; not applied (nodes are still limited to /dev's)");
+        tracing::debug!(
+            "cgroup v2 device rules need eBPF; not applied (nodes are still limited to /dev's)"
+        );
     }
     Ok(())
 }
@@ -104,7 +131,9 @@ pub(super) fn stats(dir: &Path) -> Result<Stats> {
         memory_limit: read_u64(&dir.join("memory.max")),
         oom_kills: read_key(&dir.join("memory.events"), "oom_kill").unwrap_or(0),
         pids_current: read_u64(&dir.join("pids.current")).unwrap_or_else(|| {
-            std::fs::read_to_string(dir.join("cgroup.procs")).map(|s| s.lines().count() as u64).unwrap_or(0)
+            std::fs::read_to_string(dir.join("cgroup.procs"))
+                .map(|s| s.lines().count() as u64)
+                .unwrap_or(0)
         }),
         cpu_usage_ns: read_key(&dir.join("cpu.stat"), "usage_usec").unwrap_or(0) * 1000,
     })

@@ -40,7 +40,8 @@ pub fn docker_default() -> LinuxCapabilities {
 
 /// Whether `caps` keeps `cap` in its bounding set (used to shape the default seccomp profile).
 pub fn has(caps: Option<&LinuxCapabilities>, cap: Capability) -> bool {
-    caps.and_then(|c| c.bounding().as_ref()).is_some_and(|b| b.contains(&cap))
+    caps.and_then(|c| c.bounding().as_ref())
+        .is_some_and(|b| b.contains(&cap))
 }
 
 fn to_caps(set: &Option<Capabilities>) -> Result<CapsHashSet> {
@@ -80,7 +81,8 @@ pub fn apply(c: &LinuxCapabilities) -> Result<()> {
     let effective = to_caps(c.effective())?;
     let inheritable = to_caps(c.inheritable())?;
     caps::set(None, CapSet::Effective, &effective).map_err(|e| sys("set effective caps", e))?;
-    caps::set(None, CapSet::Inheritable, &inheritable).map_err(|e| sys("set inheritable caps", e))?;
+    caps::set(None, CapSet::Inheritable, &inheritable)
+        .map_err(|e| sys("set inheritable caps", e))?;
     caps::set(None, CapSet::Permitted, &permitted).map_err(|e| sys("set permitted caps", e))?;
     let _ = caps::clear(None, CapSet::Ambient);
     for cap in to_caps(c.ambient())? {

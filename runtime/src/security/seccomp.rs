@@ -36,7 +36,9 @@ fn action(a: A, errno: Option<u32>) -> Result<SeccompAction> {
         A::ScmpActLog => SeccompAction::Log,
         A::ScmpActTrace => SeccompAction::Trace(errno.unwrap_or(0)),
         A::ScmpActNotify => {
-            return Err(Error::Seccomp("SCMP_ACT_NOTIFY is not supported; use SCMP_ACT_ERRNO".into()))
+            return Err(Error::Seccomp(
+                "SCMP_ACT_NOTIFY is not supported; use SCMP_ACT_ERRNO".into(),
+            ))
         }
     })
 }
@@ -139,13 +141,24 @@ struct SockFprog {
 /// CAP_SYS_ADMIN (the OCI `noNewPrivileges: false` case, installed before dropping caps).
 pub fn install(progs: &[BpfProgram]) -> Result<()> {
     for p in progs {
-        let prog = SockFprog { len: p.len() as u16, filter: p.as_ptr() };
+        let prog = SockFprog {
+            len: p.len() as u16,
+            filter: p.as_ptr(),
+        };
         // SAFETY: `prog` points at a live BPF program; the kernel copies it.
         let rc = unsafe {
-            libc::syscall(libc::SYS_seccomp, libc::SECCOMP_SET_MODE_FILTER, 0, &prog as *const SockFprog)
+            libc::syscall(
+                libc::SYS_seccomp,
+                libc::SECCOMP_SET_MODE_FILTER,
+                0,
+                &prog as *const SockFprog,
+            )
         };
         if rc != 0 {
-            return Err(Error::sys("install seccomp filter", std::io::Error::last_os_error()));
+            return Err(Error::sys(
+                "install seccomp filter",
+                std::io::Error::last_os_error(),
+            ));
         }
     }
     Ok(())

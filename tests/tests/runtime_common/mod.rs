@@ -13,7 +13,11 @@ static COUNTER: AtomicU32 = AtomicU32::new(0);
 
 /// A unique container id for this test process.
 pub fn unique_id(name: &str) -> String {
-    format!("t-{name}-{}-{}", std::process::id(), COUNTER.fetch_add(1, Ordering::Relaxed))
+    format!(
+        "t-{name}-{}-{}",
+        std::process::id(),
+        COUNTER.fetch_add(1, Ordering::Relaxed)
+    )
 }
 
 /// A busybox root filesystem in a temporary directory (world-readable, for user namespaces).
@@ -23,7 +27,10 @@ pub struct Rootfs {
 
 impl Rootfs {
     pub fn busybox() -> Rootfs {
-        let dir = tempfile::Builder::new().prefix("vmctl-rootfs-").tempdir().unwrap();
+        let dir = tempfile::Builder::new()
+            .prefix("vmctl-rootfs-")
+            .tempdir()
+            .unwrap();
         let root = dir.path();
         for d in ["bin", "proc", "dev", "sys", "tmp", "etc", "out", "mnt"] {
             std::fs::create_dir_all(root.join(d)).unwrap();
@@ -35,10 +42,18 @@ impl Rootfs {
                 let _ = symlink("busybox", root.join("bin").join(applet));
             }
         }
-        std::fs::write(root.join("etc/passwd"), "root:x:0:0:root:/:/bin/sh\nnobody:x:65534:65534::/:/bin/sh\n").unwrap();
+        std::fs::write(
+            root.join("etc/passwd"),
+            "root:x:0:0:root:/:/bin/sh\nnobody:x:65534:65534::/:/bin/sh\n",
+        )
+        .unwrap();
         std::fs::write(root.join("etc/hostname"), "lower\n").unwrap();
         for p in [root.to_path_buf(), root.join("tmp"), root.join("out")] {
-            std::fs::set_permissions(&p, std::fs::Permissions::from_mode(if p == root { 0o755 } else { 0o1777 })).unwrap();
+            std::fs::set_permissions(
+                &p,
+                std::fs::Permissions::from_mode(if p == root { 0o755 } else { 0o1777 }),
+            )
+            .unwrap();
         }
         Rootfs { dir }
     }
@@ -50,12 +65,16 @@ impl Rootfs {
 
 /// A state root that is removed at the end of the test.
 pub fn state_root() -> tempfile::TempDir {
-    tempfile::Builder::new().prefix("vmctl-state-").tempdir().unwrap()
+    tempfile::Builder::new()
+        .prefix("vmctl-state-")
+        .tempdir()
+        .unwrap()
 }
 
 /// A docker-default spec for `args` (run by sh -c) on `rootfs`, with `out` bound at /out.
 pub fn spec(script: &str, rootfs: &Path, out: &Path) -> Spec {
-    let mut s = runtime::spec::docker_default(vec!["/bin/sh".into(), "-c".into(), script.into()], rootfs);
+    let mut s =
+        runtime::spec::docker_default(vec!["/bin/sh".into(), "-c".into(), script.into()], rootfs);
     let mut mounts = s.mounts().clone().unwrap_or_default();
     let m: runtime::oci_spec::runtime::Mount = serde_json::from_value(serde_json::json!({
         "destination": "/out", "type": "bind", "source": out, "options": ["rbind", "rw"]
@@ -68,13 +87,19 @@ pub fn spec(script: &str, rootfs: &Path, out: &Path) -> Spec {
 
 /// A world-writable output directory.
 pub fn out_dir() -> tempfile::TempDir {
-    let d = tempfile::Builder::new().prefix("vmctl-out-").tempdir().unwrap();
+    let d = tempfile::Builder::new()
+        .prefix("vmctl-out-")
+        .tempdir()
+        .unwrap();
     std::fs::set_permissions(d.path(), std::fs::Permissions::from_mode(0o777)).unwrap();
     d
 }
 
 pub fn read(dir: &Path, name: &str) -> String {
-    std::fs::read_to_string(dir.join(name)).unwrap_or_default().trim().to_string()
+    std::fs::read_to_string(dir.join(name))
+        .unwrap_or_default()
+        .trim()
+        .to_string()
 }
 
 /// Edits a spec through its JSON form (the oci-spec setters are verbose for deep fields).
@@ -133,12 +158,39 @@ pub fn runtime_bin() -> PathBuf {
 pub fn zombie_children(parent: i32) -> usize {
     let mut n = 0;
     for e in std::fs::read_dir("/proc").unwrap().flatten() {
-        let Ok(stat) = std::fs::read_to_string(e.path().join("stat")) else { continue };
-        let Some((_, rest)) = stat.rsplit_once(')') else { continue };
+        let Ok(stat) = std::fs::read_to_string(e.path().join("stat")) else {
+            continue;
+        };
+        let Some((_, rest)) = stat.rsplit_once(')') else {
+            continue;
+        };
         let f: Vec<&str> = rest.split_whitespace().collect();
         if f.first() == Some(&"Z") && f.get(1).and_then(|p| p.parse::<i32>().ok()) == Some(parent) {
             n += 1;
         }
     }
     n
+}
+
+/// Force-deletes container `id` when dropped (a failed assertion must not leak it).
+pub struct Guard {
+    pub root: PathBuf,
+    pub id: String,
+}
+
+impl Guard {
+    pub fn new(root: &Path, id: &str) -> Guard {
+        Guard {
+            root: root.into(),
+            id: id.into(),
+        }
+    }
+}
+
+impl Drop for Guard {
+    fn drop(&mut self) {
+        if let Ok(c) = runtime::Container::load(&self.root, &self.id) {
+            let _ = c.delete(true);
+        }
+    }
 }
