@@ -36,5 +36,10 @@ fn dispatch(cmd: cli::Command) -> anyhow::Result<i32> {
                 "--isolation {iso:?} with an image is not available yet; use --kernel PATH"
             ),
         },
+        Command::Ps { all, quiet } => container::ps(all, quiet),
+        Command::Logs { follow, container } => container::logs(&container, follow),
+        Command::Stop { time, containers } => container::stop(&containers, time),
+        Command::Rm { force, containers } => container::rm(&containers, force),
+        Command::Exec(args) => container::exec(args),
     }
 }
