@@ -16,6 +16,7 @@ suite!(
     binary_output_is_exact,
     env_and_workdir,
     user,
+    user_by_name,
     memory_limit,
     files_do_not_persist_after_rm,
     stdin_is_forwarded,

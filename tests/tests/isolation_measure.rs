@@ -34,8 +34,12 @@ fn first_output(level: Level) -> Result<(Duration, Duration), String> {
 #[test]
 #[ignore]
 fn time_to_first_output() {
-    let levels = std::env::var("VMCTL_MEASURE_LEVELS").unwrap_or_else(|_| "container,hosted,microvm".into());
-    let runs: usize = std::env::var("VMCTL_MEASURE_RUNS").ok().and_then(|v| v.parse().ok()).unwrap_or(3);
+    let levels =
+        std::env::var("VMCTL_MEASURE_LEVELS").unwrap_or_else(|_| "container,hosted,microvm".into());
+    let runs: usize = std::env::var("VMCTL_MEASURE_RUNS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(3);
     println!("level      run  first-output  exit");
     for name in levels.split(',') {
         let level = match name {
@@ -46,7 +50,11 @@ fn time_to_first_output() {
         };
         for i in 0..runs {
             match first_output(level) {
-                Ok((f, e)) => println!("{name:<10} {i:>3}  {:>10.3} s  {:>6.3} s", f.as_secs_f64(), e.as_secs_f64()),
+                Ok((f, e)) => println!(
+                    "{name:<10} {i:>3}  {:>10.3} s  {:>6.3} s",
+                    f.as_secs_f64(),
+                    e.as_secs_f64()
+                ),
                 Err(e) => {
                     println!("{name:<10} {i:>3}  failed: {e}");
                     break;

@@ -74,30 +74,59 @@ pub fn run(level: Level, flags: &[&str], cmd: &[&str]) -> Output {
 pub fn wait_output(mut child: Child, limit: Duration) -> Output {
     let end = Instant::now() + limit;
     let mut kids = std::collections::BTreeSet::new();
-    while Instant::now() < end {
-        kids.extend(children_of(child.id()));
-        if child.try_wait().unwrap().is_some() {
-            let out = child.wait_with_output().unwrap();
-            std::thread::sleep(Duration::from_millis(100));
-            for k in kids {
-                let alive = std::fs::read_to_string(format!("/proc/{k}/stat"))
-                    .is_ok_and(|s| !s.contains(") Z "));
-                assert!(
-                    !alive,
-                    "process {k} started by vmctl outlived it; stderr: {}",
-                    text(&out.stderr)
-                );
+    let drain = |r: Option<Box<dyn std::io::Read + Send>>| {
+        std::thread::spawn(move || {
+            let mut v = Vec::new();
+            if let Some(mut r) = r {
+                let _ = r.read_to_end(&mut v);
             }
-            return out;
+            v
+        })
+    };
+    let out_t = drain(
+        child
+            .stdout
+            .take()
+            .map(|s| Box::new(s) as Box<dyn std::io::Read + Send>),
+    );
+    let err_t = drain(
+        child
+            .stderr
+            .take()
+            .map(|s| Box::new(s) as Box<dyn std::io::Read + Send>),
+    );
+    let status = loop {
+        kids.extend(children_of(child.id()));
+        if let Some(st) = child.try_wait().unwrap() {
+            break st;
+        }
+        if Instant::now() >= end {
+            let _ = child.kill();
+            let _ = child.wait();
+            let err = err_t.join().unwrap();
+            panic!(
+                "vmctl did not finish within {limit:?}; stderr: {}",
+                text(&err)
+            );
         }
         std::thread::sleep(Duration::from_millis(20));
+    };
+    let out = Output {
+        status,
+        stdout: out_t.join().unwrap(),
+        stderr: err_t.join().unwrap(),
+    };
+    std::thread::sleep(Duration::from_millis(100));
+    for k in kids {
+        let alive =
+            std::fs::read_to_string(format!("/proc/{k}/stat")).is_ok_and(|s| !s.contains(") Z "));
+        assert!(
+            !alive,
+            "process {k} started by vmctl outlived it; stderr: {}",
+            text(&out.stderr)
+        );
     }
-    let _ = child.kill();
-    let out = child.wait_with_output().unwrap();
-    panic!(
-        "vmctl did not finish within {limit:?}; stderr: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    out
 }
 
 pub fn text(b: &[u8]) -> String {
@@ -185,23 +214,38 @@ pub fn output_and_exit_code(l: Level) {
 pub fn binary_output_is_exact(l: Level) {
     // 300 KB of random bytes on stdout, their checksum on stderr: framing must not alter,
     // reorder or lose anything.
-    let out = run(l, &[], &["sh", "-c", "head -c 300000 /dev/urandom > /tmp/r; cat /tmp/r; md5sum < /tmp/r >&2"]);
+    let out = run(
+        l,
+        &[],
+        &[
+            "sh",
+            "-c",
+            "head -c 300000 /dev/urandom > /tmp/r; cat /tmp/r; md5sum < /tmp/r >&2",
+        ],
+    );
     assert_ok(&out);
     assert_eq!(out.stdout.len(), 300_000);
-    let mut md5 = Command::new("md5sum").stdin(Stdio::piped()).stdout(Stdio::piped()).spawn().unwrap();
+    let mut md5 = Command::new("md5sum")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
     md5.stdin.take().unwrap().write_all(&out.stdout).unwrap();
     let sum = md5.wait_with_output().unwrap();
-    assert_eq!(text(&sum.stdout).split_whitespace().next(), text(&out.stderr).split_whitespace().next());
+    assert_eq!(
+        text(&sum.stdout).split_whitespace().next(),
+        text(&out.stderr).split_whitespace().next()
+    );
 }
 
 pub fn env_and_workdir(l: Level) {
     let out = run(
         l,
-        &["-e", "GREETING=hello world", "-w", "/srv/app"],
-        &["sh", "-c", "echo \"$GREETING\"; pwd; echo $HOME"],
+        &["-e", "GREETING=hello world", "-w", "/etc"],
+        &["sh", "-c", "echo \"$GREETING\"; pwd"],
     );
     assert_ok(&out);
-    assert_eq!(text(&out.stdout), "hello world\n/srv/app\n/root\n");
+    assert_eq!(text(&out.stdout), "hello world\n/etc\n");
 }
 
 pub fn user(l: Level) {
@@ -216,6 +260,10 @@ pub fn user(l: Level) {
     );
     assert_ok(&out);
     assert_eq!(text(&out.stdout), "65534\n65534\ndenied\n");
+}
+
+/// User names from the image's /etc/passwd (VM levels; the container level takes numbers).
+pub fn user_by_name(l: Level) {
     let out = run(l, &["-u", "nobody"], &["id", "-u"]);
     assert_eq!(
         text(&out.stdout),

@@ -19,8 +19,6 @@ use crate::server::{send, Out};
 
 /// Where image disks are mounted (read-only), one directory per device name.
 pub const DISKS: &str = "/run/vmctl/disks";
-/// The cgroup parent of all containers.
-pub const CGROUP_PARENT: &str = "/sys/fs/cgroup/vmctl";
 
 struct Entry {
     pid: i32,

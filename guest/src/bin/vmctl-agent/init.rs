@@ -24,8 +24,16 @@ fn mnt(
     }
 }
 
-/// /proc and /dev first (the marker needs both), the marker, then everything else.
-pub fn early() -> anyhow::Result<()> {
+/// Set in the environment of the agent re-executed on its tmpfs root.
+const STAGE2: &str = "VMCTL_AGENT_STAGE2";
+
+/// First thing as PID 1: the boot-time marker (it needs /proc and /dev/mem). Then, on the
+/// initramfs' rootfs, move to a tmpfs root and re-execute: pivot_root(2), which the container
+/// runtime uses, refuses to work when the caller's root is the initramfs rootfs.
+pub fn stage1() -> anyhow::Result<()> {
+    if std::env::var_os(STAGE2).is_some() {
+        return Ok(());
+    }
     let nosuid = MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC;
     mnt("proc", "/proc", "proc", nosuid, None)?;
     mnt(
@@ -41,6 +49,41 @@ pub fn early() -> anyhow::Result<()> {
             eprintln!("vmctl-agent: boot marker: {e:#}");
         }
     }
+    let _ = nix::mount::umount("/dev");
+    let _ = nix::mount::umount("/proc");
+    switch_root().context("move the agent to a tmpfs root")
+}
+
+/// Copies /init to a new tmpfs, makes that the root (MS_MOVE + chroot) and execs it there.
+fn switch_root() -> anyhow::Result<()> {
+    let new = "/newroot";
+    mnt("tmpfs", new, "tmpfs", MsFlags::empty(), Some("mode=0755"))?;
+    for d in ["dev", "proc", "sys", "run", "tmp", "mnt"] {
+        std::fs::create_dir_all(format!("{new}/{d}"))?;
+    }
+    std::fs::copy("/init", format!("{new}/init")).context("copy /init")?;
+    nix::unistd::chdir(new)?;
+    mount(Some("."), "/", None::<&str>, MsFlags::MS_MOVE, None::<&str>)
+        .context("move the tmpfs to /")?;
+    nix::unistd::chroot(".").context("chroot")?;
+    nix::unistd::chdir("/")?;
+    let e = std::os::unix::process::CommandExt::exec(
+        std::process::Command::new("/init").env(STAGE2, "1"),
+    );
+    Err(e).context("exec /init on the tmpfs root")
+}
+
+/// The mounts a guest needs.
+pub fn early() -> anyhow::Result<()> {
+    let nosuid = MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC;
+    mnt("proc", "/proc", "proc", nosuid, None)?;
+    mnt(
+        "devtmpfs",
+        "/dev",
+        "devtmpfs",
+        MsFlags::MS_NOSUID,
+        Some("mode=0755"),
+    )?;
     mnt("sysfs", "/sys", "sysfs", nosuid, None)?;
     mnt(
         "devpts",

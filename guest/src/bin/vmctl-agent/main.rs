@@ -34,6 +34,7 @@ fn main() {
 
 /// Returns whether the host asked for a reboot rather than a power-off.
 fn pid1() -> anyhow::Result<bool> {
+    init::stage1()?;
     init::early()?;
     reaper::start()?;
     if let Err(e) = net::loopback() {

@@ -1,0 +1,18 @@
+//! `--isolation container`: the same behaviour suite as the VM levels (the reference).
+
+mod isolation_common;
+
+use isolation_common::Level;
+
+suite!(
+    Level::Container,
+    output_and_exit_code,
+    binary_output_is_exact,
+    env_and_workdir,
+    user,
+    memory_limit,
+    files_do_not_persist_after_rm,
+    stdin_is_forwarded,
+    missing_command_fails_like_docker,
+    signal_forwarding_and_teardown,
+);
