@@ -47,10 +47,10 @@ fn hosted_with_env(env: &[(&str, &str)], image: Option<&str>) -> (Option<i32>, S
 
 #[test]
 fn missing_image_is_a_clear_error() {
-    let (code, err, left) = hosted_with_env(&[], Some("/no/such/image"));
+    let (code, err, left) = hosted_with_env(&[], Some("no-such-image:1"));
     assert_eq!(code, Some(125));
     assert!(
-        err.contains("/no/such/image") && err.contains("not found"),
+        err.contains("no-such-image:1") && err.contains("vmctl image import"),
         "{err}"
     );
     assert_eq!(left, 0);
