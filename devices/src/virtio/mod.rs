@@ -16,7 +16,7 @@ pub mod chain;
 mod device;
 mod interrupt;
 pub mod mmio;
-// pub mod net;
+pub mod net;
 pub mod rate_limiter;
 // pub mod vsock;
 

@@ -3,6 +3,8 @@
 //! through the queue `EventFd`s and runs a real `EventManager` until the device answers.
 #![allow(dead_code)]
 
+pub mod netns;
+
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
