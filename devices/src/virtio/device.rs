@@ -106,6 +106,15 @@ impl VirtioMmioDevice {
         &self.queue_evts
     }
 
+    /// Duplicates of the queue `EventFd`s paired with their queue index: what
+    /// `VmBuilder::add_mmio_device` registers as ioeventfds (datamatch = index).
+    pub fn ioevents(&self) -> io::Result<Vec<(EventFd, u32)>> {
+        (0u32..)
+            .zip(&self.queue_evts)
+            .map(|(i, e)| Ok((e.try_clone()?, i)))
+            .collect()
+    }
+
     pub fn interrupt_evt(&self) -> &EventFd {
         &self.irq_evt
     }

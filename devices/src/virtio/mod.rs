@@ -18,6 +18,7 @@ mod interrupt;
 pub mod mmio;
 pub mod net;
 pub mod rate_limiter;
+pub mod spec;
 pub mod vsock;
 
 pub use device::{ActivateError, VirtioDevice, VirtioMmioDevice};
