@@ -4,4 +4,5 @@
 //! PIO or MMIO [`bus::Bus`] and dispatches exits to it; devices never see KVM.
 
 pub mod bus;
+pub mod legacy;
 pub mod virtio;
