@@ -410,6 +410,24 @@ fn hostile_guest_and_bad_config_are_refused() {
         e.to_string().contains("already exists") && e.to_string().contains("v.sock"),
         "{e}"
     );
+    // A stale socket (its listener is gone) is replaced; a regular file is not.
+    let stale = dir.path().join("stale.sock");
+    drop(UnixListener::bind(&stale).unwrap());
+    assert!(stale.exists());
+    Vsock::new(VsockConfig {
+        guest_cid: 3,
+        uds_path: stale,
+    })
+    .unwrap();
+    let file = dir.path().join("file");
+    std::fs::write(&file, "x").unwrap();
+    let e = Vsock::new(VsockConfig {
+        guest_cid: 3,
+        uds_path: file,
+    })
+    .err()
+    .unwrap();
+    assert!(matches!(e, VsockError::PathExists(_)), "{e}");
 }
 
 #[test]

@@ -3,6 +3,7 @@
 
 mod cli;
 mod container;
+mod virtio;
 mod vm;
 
 use clap::Parser;

@@ -54,8 +54,8 @@ pub enum VsockError {
     #[error("vsock socket path {0:?} is longer than 107 bytes; use a shorter path")]
     PathTooLong(PathBuf),
     #[error(
-        "vsock socket path {0:?} already exists (left over from an earlier VM?); remove it or \
-         choose another path"
+        "vsock socket path {0:?} already exists and is not a stale socket (another VM may be \
+         using it); choose another path or remove it"
     )]
     PathExists(PathBuf),
     #[error("cannot listen on vsock socket {path:?}: {source}; check that its directory exists")]
@@ -76,9 +76,24 @@ impl VsockConfig {
         if self.uds_path.as_os_str().len() + 11 > MAX_UDS_PATH {
             return Err(VsockError::PathTooLong(self.uds_path.clone()));
         }
-        if self.uds_path.symlink_metadata().is_ok() {
+        Ok(())
+    }
+
+    /// Removes a socket left behind by a VMM that is gone (nobody accepts on it); any other
+    /// existing file at `uds_path` is an error.
+    fn clear_stale_socket(&self) -> Result<(), VsockError> {
+        use std::os::unix::fs::FileTypeExt;
+        let Ok(meta) = self.uds_path.symlink_metadata() else {
+            return Ok(());
+        };
+        let stale = meta.file_type().is_socket()
+            && matches!(UnixStream::connect(&self.uds_path),
+                        Err(e) if e.kind() == io::ErrorKind::ConnectionRefused);
+        if !stale {
             return Err(VsockError::PathExists(self.uds_path.clone()));
         }
+        tracing::info!(path = ?self.uds_path, "removing stale vsock socket");
+        std::fs::remove_file(&self.uds_path)?;
         Ok(())
     }
 }
@@ -134,6 +149,7 @@ impl Vsock {
     /// Validates the config and starts listening on `uds_path`.
     pub fn new(cfg: VsockConfig) -> Result<Self, VsockError> {
         cfg.validate()?;
+        cfg.clear_stale_socket()?;
         let listener = UnixListener::bind(&cfg.uds_path).map_err(|source| VsockError::Bind {
             path: cfg.uds_path.clone(),
             source,
