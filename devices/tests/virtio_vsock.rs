@@ -455,3 +455,34 @@ fn reset_drops_connections_and_listener_survives() {
     g.d.kick(0);
     let (_s2, _) = host_connect(&mut g, &path, 4, 65536);
 }
+
+#[test]
+fn host_connect_times_out_when_the_guest_never_answers() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = uds(&dir);
+    let mut g = Guest::new(&path);
+    let mut s = UnixStream::connect(&path).unwrap();
+    s.write_all(b"CONNECT 77\n").unwrap();
+    let start = Instant::now();
+    let (req, _) = g.wait_packet(|h| h.op == OP_REQUEST);
+    assert_eq!(req.dst_port, 77);
+    // The guest stays silent: the device gives up, cancels with RST, and closes the client.
+    let (rst, _) = g.wait_packet(|h| h.op == OP_RST);
+    assert_eq!((rst.src_port, rst.dst_port), (req.src_port, 77));
+    let waited = start.elapsed();
+    assert!(
+        waited >= Duration::from_millis(1900) && waited < Duration::from_secs(4),
+        "{waited:?}"
+    );
+    s.set_nonblocking(true).unwrap();
+    let mut b = [0u8; 8];
+    let deadline = Instant::now() + SEC;
+    loop {
+        g.poll(5);
+        match s.read(&mut b) {
+            Ok(0) => break,
+            Ok(n) => panic!("unexpected reply {:?}", &b[..n]),
+            Err(_) => assert!(Instant::now() < deadline, "client not closed"),
+        }
+    }
+}

@@ -39,6 +39,8 @@ pub struct Conn {
     pub host_port: u32,
     pub guest_port: u32,
     pub state: State,
+    /// When a host-initiated connection started waiting for the guest's RESPONSE.
+    pub connecting_since: Option<std::time::Instant>,
     pub owed: Owed,
     /// The stream may have data to read (edge-triggered hint).
     pub readable: bool,
@@ -77,6 +79,7 @@ impl Conn {
             host_port,
             guest_port,
             state,
+            connecting_since: (state == State::HostConnecting).then(std::time::Instant::now),
             owed: Owed::default(),
             readable: true,
             host_eof: false,

@@ -23,6 +23,7 @@ use event_manager::{EventOps, EventSet, Events, MutEventSubscriber};
 use virtio_queue::Queue;
 use vm_memory::GuestMemoryMmap;
 use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
+use vmm_sys_util::timerfd::TimerFd;
 
 use super::{device_type, ActivateError, Interrupt, VirtioDevice, VIRTIO_F_VERSION_1};
 use conn::Conn;
@@ -123,6 +124,10 @@ pub struct Vsock {
     listener: UnixListener,
     queue_evts: [EventFd; 3],
     reset_evt: EventFd,
+    /// Periodic while host-initiated connections wait for the guest (see
+    /// [`muxer::CONNECT_TIMEOUT`]).
+    sweep: TimerFd,
+    sweep_armed: bool,
     /// Connections by (host port, guest port).
     conns: BTreeMap<(u32, u32), Conn>,
     slots: HashMap<u32, Slot>,
@@ -143,6 +148,7 @@ const EV_TXQ: u32 = 1;
 const EV_EVQ: u32 = 2;
 const EV_LISTENER: u32 = 3;
 const EV_RESET: u32 = 4;
+const EV_SWEEP: u32 = 5;
 const FIRST_TOKEN: u32 = 16;
 
 impl Vsock {
@@ -162,6 +168,8 @@ impl Vsock {
             listener,
             queue_evts: [evt()?, evt()?, evt()?],
             reset_evt: evt()?,
+            sweep: TimerFd::new().map_err(|e| io::Error::from_raw_os_error(e.errno()))?,
+            sweep_armed: false,
             conns: BTreeMap::new(),
             slots: HashMap::new(),
             next_token: FIRST_TOKEN,
@@ -275,6 +283,7 @@ impl MutEventSubscriber for Vsock {
             EventSet::IN | EventSet::EDGE_TRIGGERED,
         ));
         add(Events::with_data(&self.reset_evt, EV_RESET, EventSet::IN));
+        add(Events::with_data(&self.sweep, EV_SWEEP, EventSet::IN));
     }
 
     fn process(&mut self, events: Events, ops: &mut EventOps) {
@@ -296,6 +305,7 @@ impl MutEventSubscriber for Vsock {
             EV_RESET => {
                 let _ = self.reset_evt.read();
             }
+            EV_SWEEP => self.sweep_connecting(),
             token => self.socket_event(token, events.event_set(), ops),
         }
         self.process_rx();

@@ -2,6 +2,7 @@
 
 use std::io::{self, Read};
 use std::os::unix::net::UnixStream;
+use std::time::Duration;
 
 use event_manager::{EventOps, EventSet, Events};
 
@@ -12,6 +13,9 @@ use crate::virtio::chain::{self, Chain, Popped};
 
 /// Largest payload in one packet (Linux's VIRTIO_VSOCK_MAX_PKT_BUF_SIZE).
 pub const MAX_PKT_PAYLOAD: usize = 64 * 1024;
+/// How long a host-initiated connection waits for the guest to accept it.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+const SWEEP_PERIOD: Duration = Duration::from_millis(250);
 const MAX_CONNS: usize = 1024;
 const MAX_PENDING: usize = 64;
 const MAX_CONNECT_LINE: usize = 32;
@@ -115,6 +119,39 @@ impl Vsock {
         c.owed.request = true;
         self.slots.insert(token, Slot::Conn((host_port, port)));
         self.conns.insert((host_port, port), c);
+        if !self.sweep_armed {
+            match self.sweep.reset(SWEEP_PERIOD, Some(SWEEP_PERIOD)) {
+                Ok(()) => self.sweep_armed = true,
+                Err(e) => tracing::warn!("virtio-vsock: cannot arm connect timer: {e}"),
+            }
+        }
+    }
+
+    /// Gives up on host-initiated connections the guest did not accept in time: the host
+    /// client sees EOF instead of "OK", the guest gets an RST for the stale request.
+    pub(super) fn sweep_connecting(&mut self) {
+        let _ = self.sweep.wait();
+        let mut waiting = false;
+        for c in self.conns.values_mut() {
+            let Some(since) = c
+                .connecting_since
+                .filter(|_| c.state == State::HostConnecting)
+            else {
+                continue;
+            };
+            if since.elapsed() >= CONNECT_TIMEOUT {
+                tracing::debug!(
+                    "virtio-vsock: guest port {} did not accept in time",
+                    c.guest_port
+                );
+                close_with_rst(c);
+            } else {
+                waiting = true;
+            }
+        }
+        if !waiting && self.sweep.clear().is_ok() {
+            self.sweep_armed = false;
+        }
     }
 
     fn alloc_host_port(&mut self, guest_port: u32) -> u32 {
