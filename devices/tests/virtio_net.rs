@@ -170,3 +170,53 @@ fn busy_and_bad_tap_names_are_clear_errors() {
     let e = devices::virtio::net::parse_mac("06:00:ac:10:00").unwrap_err();
     assert!(e.to_string().contains("06:00:ac:10:00"));
 }
+
+#[test]
+fn tx_rate_limiter_paces_frames() {
+    use devices::virtio::rate_limiter::{RateLimiterConfig, TokenBucketConfig};
+    in_new_netns(|| {
+        let dev = Net::new(NetConfig {
+            tap_name: "vmctl-rl".into(),
+            mac: Some(MAC),
+            tx_rate_limiter: Some(RateLimiterConfig {
+                bandwidth: None,
+                ops: Some(TokenBucketConfig {
+                    size: 2,
+                    one_time_burst: 0,
+                    refill_time_ms: 200,
+                }),
+            }),
+            ..Default::default()
+        })
+        .unwrap();
+        let mut d = Driver::new(dev);
+        let sock = PacketSocket::bind(link_up("vmctl-rl"));
+        d.activate(F_MAC, 2, 64);
+        let start = std::time::Instant::now();
+        for i in 0..6u8 {
+            let mut f = vec![0u8; VNET_HDR_LEN];
+            f.extend(test_frame([0xff; 6], MAC, &[b'r', b'l', i]));
+            let a = d.alloc_with(&f);
+            d.add_chain(1, &[(a, f.len() as u32, false)]);
+        }
+        d.kick(1);
+        assert_eq!(d.wait_used(1, 2, SEC).len(), 2);
+        let burst = start.elapsed();
+        assert_eq!(d.wait_used(1, 4, SEC).len(), 4);
+        let all = start.elapsed();
+        assert!(
+            burst < Duration::from_millis(150),
+            "first two took {burst:?}"
+        );
+        assert!(
+            all >= Duration::from_millis(350),
+            "six frames at 2/200ms took {all:?}"
+        );
+        for i in 0..6u8 {
+            sock.recv_matching(SEC, |fr| {
+                fr.len() >= 17 && fr[12..17] == [0x88, 0xb5, b'r', b'l', i]
+            })
+            .unwrap_or_else(|| panic!("frame {i} missing"));
+        }
+    });
+}
