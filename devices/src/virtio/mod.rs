@@ -10,6 +10,15 @@
 //!
 //! Everything the guest controls (descriptor tables, rings, lengths, addresses) is treated as
 //! hostile: see [`chain`] for the checks applied to every descriptor chain.
+//!
+//! Attaching a device to a VM being built (this is what `vmctl run --disk` does):
+//!
+//! ```ignore
+//! let blk = Block::new(BlockConfig { path, read_only: false, id: "disk0".into(), rate_limiter: None })?;
+//! let dev = VirtioMmioDevice::new(builder.guest_memory().clone(), blk)?;
+//! builder.add_mmio_device(dev.transport.clone(), dev.ioevents()?, dev.interrupt_evt().try_clone()?)?;
+//! builder.add_subscriber(dev.subscriber.clone());
+//! ```
 
 pub mod block;
 pub mod chain;

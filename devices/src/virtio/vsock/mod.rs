@@ -7,7 +7,7 @@
 //!   socket `<uds_path>_<P>`.
 //!
 //! Data flow obeys the guest's credit (buf_alloc/fwd_cnt); our own buffer per connection is
-//! [`conn::CONN_BUF_SIZE`] and a guest that overruns it is reset. Queues: rx 0, tx 1, event 2.
+//! 256 KiB and a guest that overruns it is reset. Queues: rx 0, tx 1, event 2.
 
 mod conn;
 mod muxer;
