@@ -19,9 +19,46 @@ pub struct Cli {
 }
 
 #[derive(Subcommand, Debug)]
+#[allow(clippy::large_enum_variant)] // parsed once
 pub enum Command {
     /// Run a workload (an image and command, or a raw kernel with --kernel).
     Run(RunArgs),
+    /// List local images.
+    Images(StoreArgs),
+    /// Manage local images (import, rm).
+    #[command(subcommand)]
+    Image(ImageCommand),
+}
+
+/// Where the image store lives.
+#[derive(Args, Debug)]
+pub struct StoreArgs {
+    /// Image store directory.
+    #[arg(long = "image-root", env = "VMCTL_IMAGE_ROOT", default_value = runtime::image::DEFAULT_ROOT)]
+    pub root: PathBuf,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum ImageCommand {
+    /// Import an OCI image layout (directory or tar), a `docker save` tar, or a root
+    /// filesystem (directory or tarball, gzip or plain).
+    Import {
+        /// The directory or file to import.
+        path: PathBuf,
+        /// Name for the image (e.g. myapp:1.0); also picks the image in a multi-image source.
+        #[arg(long)]
+        name: Option<String>,
+        #[command(flatten)]
+        store: StoreArgs,
+    },
+    /// Remove images (by name or id); unused layers are deleted.
+    Rm {
+        /// Names or ids.
+        #[arg(required = true)]
+        images: Vec<String>,
+        #[command(flatten)]
+        store: StoreArgs,
+    },
 }
 
 #[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
