@@ -33,6 +33,7 @@ fn cfg(path: &std::path::Path, ro: bool) -> BlockConfig {
         read_only: ro,
         id: "rootfs".into(),
         rate_limiter: None,
+        root: false,
     }
 }
 

@@ -14,7 +14,7 @@
 //! Attaching a device to a VM being built (this is what `vmctl run --disk` does):
 //!
 //! ```ignore
-//! let blk = Block::new(BlockConfig { path, read_only: false, id: "disk0".into(), rate_limiter: None })?;
+//! let blk = Block::new(BlockConfig { path, read_only: false, id: "disk0".into(), rate_limiter: None, root: false })?;
 //! let dev = VirtioMmioDevice::new(builder.guest_memory().clone(), blk)?;
 //! builder.add_mmio_device(dev.transport.clone(), dev.ioevents()?, dev.interrupt_evt().try_clone()?)?;
 //! builder.add_subscriber(dev.subscriber.clone());
