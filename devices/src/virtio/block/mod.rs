@@ -224,7 +224,7 @@ impl Block {
             used = true;
         }
         if used {
-            a.interrupt.signal_used_queue();
+            chain::notify_used(&mut a.queue, &a.mem, &a.interrupt);
         }
     }
 }

@@ -239,8 +239,8 @@ impl Vsock {
                 self.buf = data;
             }
         }
-        if let Some(a) = self.active.as_ref().filter(|_| used) {
-            a.interrupt.signal_used_queue();
+        if let Some(a) = self.active.as_mut().filter(|_| used) {
+            chain::notify_used(&mut a.queues[TX], &a.mem, &a.interrupt);
         }
     }
 
@@ -395,8 +395,8 @@ impl Vsock {
             }
             used = true;
         }
-        if let Some(a) = self.active.as_ref().filter(|_| used) {
-            a.interrupt.signal_used_queue();
+        if let Some(a) = self.active.as_mut().filter(|_| used) {
+            chain::notify_used(&mut a.queues[RX], &a.mem, &a.interrupt);
         }
     }
 
