@@ -351,9 +351,14 @@ fn many_requests_in_flight_read_back_what_was_written() {
     }
     let secs = start.elapsed().as_secs_f64();
     eprintln!(
-        "virtio-blk: 8 MiB written + 8 MiB read in 128 KiB requests: {:.0} MiB/s (debug build, \
+        "virtio-blk: 8 MiB written + 8 MiB read in 128 KiB requests: {:.0} MiB/s ({} build, \
          includes test-side data generation)",
-        16.0 / secs
+        16.0 / secs,
+        if cfg!(debug_assertions) {
+            "debug"
+        } else {
+            "release"
+        }
     );
 }
 

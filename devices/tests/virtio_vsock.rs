@@ -332,9 +332,14 @@ fn streaming_both_directions_respects_credit() {
     assert!(host_got == guest_out, "guest->host stream corrupted");
     assert!(guest_got == host_out, "host->guest stream corrupted");
     eprintln!(
-        "vsock streamed {} MiB each way in {secs:.2}s ({:.1} MiB/s per direction, debug build)",
+        "vsock streamed {} MiB each way in {secs:.2}s ({:.1} MiB/s per direction, {} build)",
         n >> 20,
-        (n >> 20) as f64 / secs
+        (n >> 20) as f64 / secs,
+        if cfg!(debug_assertions) {
+            "debug"
+        } else {
+            "release"
+        }
     );
 }
 
