@@ -4,6 +4,7 @@
 mod cli;
 mod container;
 mod images;
+mod virtio;
 mod vm;
 
 use clap::Parser;
