@@ -30,9 +30,11 @@ impl<'de> Deserialize<'de> for LogLevel {
             "info" => LogLevel::Info,
             "debug" => LogLevel::Debug,
             "trace" => LogLevel::Trace,
-            _ => return Err(serde::de::Error::custom(format!(
+            _ => {
+                return Err(serde::de::Error::custom(format!(
                 "level \"{s}\" is not a log level; use Error, Warning, Info, Debug, Trace or Off"
-            ))),
+            )))
+            }
         })
     }
 }
