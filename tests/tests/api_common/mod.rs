@@ -36,7 +36,14 @@ impl TestVm {
         let mut controller = Controller::new("test_vm", backend.clone());
         let vmm = std::thread::spawn(move || endpoint.run(&mut controller));
         let client = ApiClient::new(&sock).with_timeout(Duration::from_secs(20));
-        Self { dir, sock, client, backend, server: Some(server), vmm: Some(vmm) }
+        Self {
+            dir,
+            sock,
+            client,
+            backend,
+            server: Some(server),
+            vmm: Some(vmm),
+        }
     }
 
     /// Creates a file in the temp dir and returns its path as a string.
@@ -54,7 +61,10 @@ impl TestVm {
             serde_json::Value::Null
         } else {
             serde_json::from_slice(&r.body).unwrap_or_else(|e| {
-                panic!("{method} {path}: body is not JSON ({e}): {:?}", String::from_utf8_lossy(&r.body))
+                panic!(
+                    "{method} {path}: body is not JSON ({e}): {:?}",
+                    String::from_utf8_lossy(&r.body)
+                )
             })
         };
         (r.status, v)
@@ -65,7 +75,10 @@ impl TestVm {
         let (status, v) = self.call(method, path, body);
         let msg = v["fault_message"].as_str().unwrap_or_default().to_string();
         assert_eq!(status, 400, "{method} {path} {body}: {v}");
-        assert!(msg.contains(needle), "{method} {path}: {msg:?} lacks {needle:?}");
+        assert!(
+            msg.contains(needle),
+            "{method} {path}: {msg:?} lacks {needle:?}"
+        );
         msg
     }
 
@@ -107,7 +120,11 @@ pub fn raw_exchange(sock: &Path, bytes: &[u8]) -> String {
                 if let Some(head_end) = text.find("\r\n\r\n") {
                     let len = text[..head_end]
                         .lines()
-                        .find_map(|l| l.to_ascii_lowercase().strip_prefix("content-length:").map(|v| v.trim().parse::<usize>().unwrap_or(0)))
+                        .find_map(|l| {
+                            l.to_ascii_lowercase()
+                                .strip_prefix("content-length:")
+                                .map(|v| v.trim().parse::<usize>().unwrap_or(0))
+                        })
                         .unwrap_or(0);
                     if out.len() >= head_end + 4 + len {
                         break;
