@@ -12,6 +12,7 @@ pub mod action;
 pub mod client;
 pub mod config;
 pub mod controller;
+pub mod logger;
 pub mod metrics;
 pub mod routes;
 pub mod server;
