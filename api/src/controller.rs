@@ -41,6 +41,11 @@ pub trait VmmBackend {
     fn configure_logger(&mut self, config: &LoggerConfig) -> Result<(), String>;
     /// The VMM's counters now (zeroes before boot).
     fn metrics(&self) -> VmmMetrics;
+    /// `Some(process exit status)` once the started VM has ended (guest reboot or power-off,
+    /// fatal error); `None` while it runs or before boot.
+    fn exit_code(&mut self) -> Option<i32> {
+        None
+    }
 }
 
 /// Owns the configuration and the state, and drives a [`VmmBackend`].
@@ -114,6 +119,11 @@ impl<B: VmmBackend> Controller<B> {
         writer
             .write(&mut line)
             .map_err(|e| ActionError::Metrics(format!("writing metrics: {e}")))
+    }
+
+    /// Whether `PUT /metrics` (or the config file) set a metrics destination.
+    pub fn metrics_configured(&self) -> bool {
+        self.metrics.is_some()
     }
 
     /// The run state.

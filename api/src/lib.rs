@@ -15,6 +15,7 @@ pub mod controller;
 pub mod logger;
 pub mod metrics;
 pub mod routes;
+pub mod runner;
 pub mod server;
 pub mod socket;
 #[cfg(any(test, feature = "test-support"))]

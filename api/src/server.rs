@@ -110,13 +110,26 @@ impl VmmEndpoint {
     /// A simple blocking loop for VMMs without an event manager (and tests): waits on the
     /// eventfd and answers requests until the server stops.
     pub fn run<B: VmmBackend>(&self, controller: &mut Controller<B>) {
+        self.run_until(controller, |_| None::<()>);
+    }
+
+    /// Like [`VmmEndpoint::run`], but also calls `done` after every wake-up (at least every
+    /// 50 ms) and returns its first `Some`; `None` when the server stopped first.
+    pub fn run_until<B: VmmBackend, T>(
+        &self,
+        controller: &mut Controller<B>,
+        mut done: impl FnMut(&mut Controller<B>) -> Option<T>,
+    ) -> Option<T> {
         // SAFETY: the eventfd outlives this borrow; it is owned by `self`.
         let fd = unsafe { BorrowedFd::borrow_raw(self.event_fd.as_raw_fd()) };
         loop {
             let mut fds = [nix::poll::PollFd::new(fd, nix::poll::PollFlags::POLLIN)];
-            let _ = nix::poll::poll(&mut fds, nix::poll::PollTimeout::from(100u16));
+            let _ = nix::poll::poll(&mut fds, nix::poll::PollTimeout::from(50u16));
             if !self.process_pending(controller) {
-                return;
+                return None;
+            }
+            if let Some(t) = done(controller) {
+                return Some(t);
             }
         }
     }

@@ -35,6 +35,7 @@ struct Recorded {
     fail_start: Option<String>,
     delay: Duration,
     metrics: VmmMetrics,
+    exit_code: Option<i32>,
 }
 
 /// A [`VmmBackend`] that records calls; clones share the record, so a test keeps a clone while
@@ -72,6 +73,11 @@ impl RecordingBackend {
     /// Sets what `metrics` returns.
     pub fn set_metrics(&self, metrics: VmmMetrics) {
         self.lock().metrics = metrics;
+    }
+
+    /// Makes `exit_code` report that the VM ended with `code` (the guest rebooted, say).
+    pub fn exit_with(&self, code: i32) {
+        self.lock().exit_code = Some(code);
     }
 
     fn record(&mut self, call: BackendCall) -> Result<(), String> {
@@ -114,5 +120,10 @@ impl VmmBackend for RecordingBackend {
     }
     fn metrics(&self) -> VmmMetrics {
         self.lock().metrics.clone()
+    }
+    fn exit_code(&mut self) -> Option<i32> {
+        let g = self.lock();
+        g.exit_code
+            .filter(|_| g.calls.iter().any(|c| matches!(c, BackendCall::Start(_))))
     }
 }
