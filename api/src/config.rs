@@ -14,6 +14,18 @@ use crate::types::{
     NetworkInterfaceUpdateConfig, VsockConfig,
 };
 
+/// Sections of Firecracker's configuration that vmctl lacks: accepted only when null, so a
+/// Firecracker `GET /vm/config` export loads, and refused by name otherwise.
+const FIRECRACKER_ONLY_SECTIONS: &[&str] = &[
+    "balloon",
+    "mmds-config",
+    "entropy",
+    "cpu-config",
+    "serial",
+    "pmem",
+    "memory-hotplug",
+];
+
 /// Longest TAP device name Linux accepts (IFNAMSIZ - 1).
 const MAX_IFNAME: usize = 15;
 
@@ -81,8 +93,22 @@ impl VmResources {
     /// Parses and validates a `--config-file` document. Errors name the JSON path of the bad
     /// field (e.g. `machine-config.vcpu_count`).
     pub fn from_json(text: &str) -> Result<Self, ConfigError> {
-        let de = &mut serde_json::Deserializer::from_str(text);
-        let parsed: VmResources = serde_path_to_error::deserialize(de).map_err(|e| {
+        let mut doc: serde_json::Value = serde_json::from_str(text)
+            .map_err(|e| ConfigError(format!("configuration is not valid JSON: {e}")))?;
+        if let Some(obj) = doc.as_object_mut() {
+            for key in FIRECRACKER_ONLY_SECTIONS {
+                match obj.remove(*key) {
+                    None | Some(serde_json::Value::Null) => {}
+                    Some(_) => {
+                        return Err(ConfigError(format!(
+                            "'{key}' is a Firecracker feature vmctl does not support; remove \
+                             the section (or set it to null)"
+                        )))
+                    }
+                }
+            }
+        }
+        let parsed: VmResources = serde_path_to_error::deserialize(doc).map_err(|e| {
             let path = e.path().to_string();
             ConfigError(format!("invalid configuration at '{path}': {}", e.inner()))
         })?;

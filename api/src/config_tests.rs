@@ -72,6 +72,18 @@ fn config_file_errors_name_the_path() {
 }
 
 #[test]
+fn firecracker_only_sections_null_or_named() {
+    let r = VmResources::from_json(r#"{"balloon": null, "mmds-config": null}"#).unwrap();
+    assert_eq!(r, VmResources::default());
+    let e = VmResources::from_json(r#"{"balloon": {"amount_mib": 1}}"#).unwrap_err();
+    assert!(e.0.contains("'balloon' is a Firecracker feature"), "{e}");
+    assert!(VmResources::from_json("{")
+        .unwrap_err()
+        .0
+        .contains("not valid JSON"));
+}
+
+#[test]
 fn drives_replace_by_id_and_single_root() {
     let a = file();
     let p = a.path().to_str().unwrap();
