@@ -132,9 +132,15 @@ impl ApiClient {
             ));
         }
         head.push_str("\r\n");
-        stream.write_all(head.as_bytes())?;
-        stream.write_all(body)?;
-        read_response(&mut stream)
+        let written = stream
+            .write_all(head.as_bytes())
+            .and_then(|()| stream.write_all(body));
+        match written {
+            Ok(()) => read_response(&mut stream),
+            // The server may answer (e.g. 413) and close before reading a large body: its
+            // answer is still in the socket.
+            Err(e) => read_response(&mut stream).map_err(|_| ClientError::Io(e)),
+        }
     }
 
     /// `GET path`, decoding a 2xx JSON body.

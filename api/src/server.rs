@@ -97,9 +97,8 @@ impl VmmEndpoint {
         let _ = self.event_fd.read();
         loop {
             match self.requests.try_recv() {
-                Ok(req) => {
-                    let result = controller.handle(req.action.clone());
-                    req.reply(result);
+                Ok(ApiRequest { action, reply }) => {
+                    let _ = reply.send(controller.handle(action));
                 }
                 Err(mpsc::TryRecvError::Empty) => return true,
                 Err(mpsc::TryRecvError::Disconnected) => return false,

@@ -74,6 +74,15 @@ fn body_limit_default_and_configured() {
     let out = raw_exchange(&vm.sock, &req);
     assert!(out.starts_with("HTTP/1.1 413"), "{out:.200}");
 
+    // A body far past the limit: the server answers 413 and closes without reading it all.
+    let huge = vec![b'x'; 4 << 20];
+    let r = vm
+        .client
+        .request("PUT", "/boot-source", Some(&huge))
+        .unwrap();
+    assert_eq!(r.status, 413);
+    assert_eq!(vm.call("GET", "/", "").0, 200);
+
     let small = TestVm::start_with(|c| c.max_body_bytes = 100);
     let r = small
         .client
