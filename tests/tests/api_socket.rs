@@ -113,7 +113,7 @@ fn hundred_concurrent_gets_all_answered() {
 
 #[test]
 fn half_request_does_not_block_others() {
-    let vm = TestVm::start_with(|c| c.read_timeout = Duration::from_secs(2));
+    let vm = TestVm::start_with(|c| c.read_timeout = Duration::from_secs(5));
     // Half a request line, then half a body: both stall.
     let mut stalled_head = UnixStream::connect(&vm.sock).unwrap();
     stalled_head.write_all(b"PUT /actions HT").unwrap();
@@ -126,7 +126,7 @@ fn half_request_does_not_block_others() {
         assert_eq!(vm.call("GET", "/", "").0, 200);
     }
     assert!(
-        t.elapsed() < Duration::from_secs(1),
+        t.elapsed() < Duration::from_secs(3),
         "served in {:?}",
         t.elapsed()
     );
@@ -158,7 +158,7 @@ fn slow_vmm_does_not_block_the_api_thread() {
             &serde_json::json!({"kernel_image_path": vm.file("k")}),
         )
         .unwrap();
-    vm.backend.set_delay(Duration::from_millis(1500));
+    vm.backend.set_delay(Duration::from_secs(3));
     let client = vm.client.clone();
     let slow = std::thread::spawn(move || {
         let t = Instant::now();
@@ -179,10 +179,10 @@ fn slow_vmm_does_not_block_the_api_thread() {
     let fast = t.elapsed();
     let slow = slow.join().unwrap();
     assert!(
-        fast < Duration::from_millis(500),
+        fast < Duration::from_millis(1500),
         "API answered in {fast:?} while the VMM was busy"
     );
-    assert!(slow >= Duration::from_millis(1400), "{slow:?}");
+    assert!(slow >= Duration::from_millis(2900), "{slow:?}");
 }
 
 #[test]
