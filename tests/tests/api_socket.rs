@@ -109,6 +109,14 @@ fn hundred_concurrent_gets_all_answered() {
     assert_eq!(ids.len(), 100);
     assert!(ids.iter().all(|id| id == "test_vm"));
     eprintln!("100 concurrent GET / answered in {:?}", start.elapsed());
+    let start = Instant::now();
+    for _ in 0..200 {
+        vm.client.instance_info().unwrap();
+    }
+    eprintln!(
+        "sequential GET / (new connection each): {:?} per request",
+        start.elapsed() / 200
+    );
 }
 
 #[test]
