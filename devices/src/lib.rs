@@ -4,3 +4,4 @@
 //! PIO or MMIO [`bus::Bus`] and dispatches exits to it; devices never see KVM.
 
 pub mod bus;
+pub mod legacy;

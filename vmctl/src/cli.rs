@@ -5,7 +5,11 @@ use std::path::PathBuf;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 #[derive(Parser, Debug)]
-#[command(name = "vmctl", version, about = "Containers, microVMs and hosted VMs from one image")]
+#[command(
+    name = "vmctl",
+    version,
+    about = "Containers, microVMs and hosted VMs from one image"
+)]
 pub struct Cli {
     /// Log level (error, warn, info, debug, trace); VMCTL_LOG overrides it.
     #[arg(long, global = true, default_value = "warn")]
@@ -15,9 +19,46 @@ pub struct Cli {
 }
 
 #[derive(Subcommand, Debug)]
+#[allow(clippy::large_enum_variant)] // parsed once
 pub enum Command {
     /// Run a workload (an image and command, or a raw kernel with --kernel).
     Run(RunArgs),
+    /// List local images.
+    Images(StoreArgs),
+    /// Manage local images (import, rm).
+    #[command(subcommand)]
+    Image(ImageCommand),
+}
+
+/// Where the image store lives.
+#[derive(Args, Debug)]
+pub struct StoreArgs {
+    /// Image store directory.
+    #[arg(long = "image-root", env = "VMCTL_IMAGE_ROOT", default_value = runtime::image::DEFAULT_ROOT)]
+    pub root: PathBuf,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum ImageCommand {
+    /// Import an OCI image layout (directory or tar), a `docker save` tar, or a root
+    /// filesystem (directory or tarball, gzip or plain).
+    Import {
+        /// The directory or file to import.
+        path: PathBuf,
+        /// Name for the image (e.g. myapp:1.0); also picks the image in a multi-image source.
+        #[arg(long)]
+        name: Option<String>,
+        #[command(flatten)]
+        store: StoreArgs,
+    },
+    /// Remove images (by name or id); unused layers are deleted.
+    Rm {
+        /// Names or ids.
+        #[arg(required = true)]
+        images: Vec<String>,
+        #[command(flatten)]
+        store: StoreArgs,
+    },
 }
 
 #[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]

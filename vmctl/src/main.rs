@@ -3,6 +3,7 @@
 
 mod cli;
 mod container;
+mod images;
 mod vm;
 
 use clap::Parser;
@@ -36,5 +37,7 @@ fn dispatch(cmd: cli::Command) -> anyhow::Result<i32> {
                 "--isolation {iso:?} with an image is not available yet; use --kernel PATH"
             ),
         },
+        Command::Images(store) => images::list(&store),
+        Command::Image(cmd) => images::image(cmd),
     }
 }

@@ -1,0 +1,143 @@
+//! Boots the project's real guest kernel (PVH vmlinux + test initramfs) on vmctl's VMM with 2
+//! vCPUs, through the `vmctl` binary. Skipped, with the reason printed, when the kernel has not
+//! been built (scripts/build-kernel.sh, scripts/build-initramfs.sh). On nested PVM KVM each boot
+//! takes tens of seconds of wall time.
+
+use std::io::Read;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use vmctl_tests::{linux, vmctl_bin};
+
+const LIMIT: Duration = Duration::from_secs(400);
+const READY: &str = "VMCTL-GUEST-READY";
+
+struct Boot {
+    code: Option<i32>,
+    stdout: String,
+    stderr: String,
+    ready_after: Option<Duration>,
+}
+
+/// Runs `vmctl run --kernel .. --initrd .. --vcpus 2 --cmdline extra`, timing the READY line.
+fn boot(extra: &str) -> Option<Boot> {
+    let (kernel, initrd) = match linux::artefacts() {
+        Ok(a) => a,
+        Err(why) => {
+            eprintln!("SKIPPED: {why}");
+            return None;
+        }
+    };
+    let start = Instant::now();
+    let mut child = Command::new(vmctl_bin::path())
+        .args(["run", "--vcpus", "2", "--memory", "256", "--kernel"])
+        .arg(&kernel)
+        .arg("--initrd")
+        .arg(&initrd)
+        .args(["--cmdline", extra])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawning vmctl");
+    let mut out = child.stdout.take().expect("stdout");
+    let reader = std::thread::spawn(move || {
+        let mut all = Vec::new();
+        let mut ready_after = None;
+        let mut buf = [0u8; 4096];
+        while let Ok(n) = out.read(&mut buf) {
+            if n == 0 {
+                break;
+            }
+            all.extend_from_slice(&buf[..n]);
+            if ready_after.is_none() && String::from_utf8_lossy(&all).contains(READY) {
+                ready_after = Some(start.elapsed());
+            }
+        }
+        (String::from_utf8_lossy(&all).into_owned(), ready_after)
+    });
+    let mut err = child.stderr.take().expect("stderr");
+    let err_reader = std::thread::spawn(move || {
+        let mut s = String::new();
+        let _ = err.read_to_string(&mut s);
+        s
+    });
+    let code = loop {
+        if let Some(status) = child.try_wait().expect("waiting for vmctl") {
+            break status.code();
+        }
+        if start.elapsed() > LIMIT {
+            let _ = child.kill();
+            let _ = child.wait();
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    let (stdout, ready_after) = reader.join().expect("stdout reader");
+    let stderr = err_reader.join().expect("stderr reader");
+    Some(Boot {
+        code,
+        stdout,
+        stderr,
+        ready_after,
+    })
+}
+
+fn report(name: &str, b: &Boot) {
+    eprintln!(
+        "{name}: exit {:?}, {READY} after {:?}",
+        b.code, b.ready_after
+    );
+    for l in b
+        .stderr
+        .lines()
+        .filter(|l| l.starts_with("guest boot time"))
+    {
+        eprintln!("{name}: {l}");
+    }
+}
+
+#[test]
+fn linux_boots_to_userspace_on_two_vcpus_and_reboots() {
+    let Some(b) = boot("") else { return };
+    report("reboot", &b);
+    assert_eq!(
+        b.code,
+        Some(0),
+        "stdout:\n{}\nstderr:\n{}",
+        b.stdout,
+        b.stderr
+    );
+    assert!(b.stdout.contains(READY), "stdout:\n{}", b.stdout);
+    assert!(
+        b.stdout.contains(" cpus=2"),
+        "guest did not bring up 2 CPUs:\n{}",
+        b.stdout
+    );
+    assert!(
+        b.stderr.contains("guest boot time: "),
+        "no boot marker:\n{}",
+        b.stderr
+    );
+}
+
+#[test]
+fn linux_poweroff_ends_the_vm() {
+    let Some(b) = boot("vmctl.halt=poweroff") else {
+        return;
+    };
+    report("poweroff", &b);
+    assert_eq!(
+        b.code,
+        Some(0),
+        "stdout:\n{}\nstderr:\n{}",
+        b.stdout,
+        b.stderr
+    );
+    assert!(b.stdout.contains(READY), "stdout:\n{}", b.stdout);
+    assert!(
+        b.stdout.contains("System halted") || b.stdout.contains("reboot: "),
+        "{}",
+        b.stdout
+    );
+}
