@@ -39,6 +39,7 @@
 //! - A reboot or halt after the console showed "Kernel panic - not syncing" counts as
 //!   [`ExitReason::GuestPanic`] (vmctl passes `panic=1`, so a panicking guest resets).
 
+pub mod api_backend;
 pub mod arch;
 pub mod boot;
 mod builder;
