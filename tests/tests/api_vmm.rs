@@ -250,3 +250,53 @@ fn vmctl_vmm_no_api_boots_the_config_file() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("--no-api needs --config-file"));
 }
+
+/// Boots test guest `name` through the API with `drive` attached (PUT /drives); returns the
+/// VMM's exit status and the guest console.
+fn boot_with_drive(name: &str, drive: serde_json::Value) -> (i32, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let sock = dir.path().join("api.sock");
+    let console = Captured::default();
+    let backend = KvmBackend::new(Some(Arc::new(Mutex::new(console.clone()))), false);
+    let opts = VmmOptions {
+        api_sock: Some(sock.clone()),
+        ..VmmOptions::new()
+    };
+    let vmm = std::thread::spawn(move || run_vmm(opts, backend));
+    wait_for("the API socket", Duration::from_secs(10), || {
+        std::os::unix::net::UnixStream::connect(&sock).is_ok()
+    });
+    let client = ApiClient::new(&sock);
+    client
+        .put("/boot-source", &json!({"kernel_image_path": guest(name)}))
+        .unwrap();
+    client.put("/machine-config", &small_machine()).unwrap();
+    let id = drive["drive_id"].as_str().unwrap().to_string();
+    client.put(&format!("/drives/{id}"), &drive).unwrap();
+    client.action(ActionType::InstanceStart).unwrap();
+    let code = vmm.join().unwrap().unwrap();
+    (code, console.text())
+}
+
+#[test]
+fn drive_put_over_the_api_is_a_virtio_blk_disk_in_the_guest() {
+    let mut img = tempfile::NamedTempFile::new().unwrap();
+    let mut data = vec![0u8; 64 * 1024];
+    data[..16].copy_from_slice(b"VMCTL-BLOCK-TEST");
+    img.write_all(&data).unwrap();
+    let drive = |ro: bool| {
+        json!({"drive_id": "api_disk", "path_on_host": img.path(), "is_root_device": true,
+               "is_read_only": ro})
+    };
+    let (code, console) = boot_with_drive("virtio_blk", drive(false));
+    assert_eq!(code, 0, "{console}");
+    assert!(console.contains("rd=00:VMCTL-BLOCK-TEST"), "{console}");
+    assert!(console.contains("wr=00"), "{console}");
+    assert!(console.contains("id=00:api_disk"), "{console:?}");
+    let after = std::fs::read(img.path()).unwrap();
+    assert_eq!(&after[512..528], b"written-by-guest");
+    // is_read_only reaches the device: the guest's write fails with IOERR.
+    let (code, console) = boot_with_drive("virtio_blk", drive(true));
+    assert_eq!(code, 0, "{console}");
+    assert!(console.contains("wr=01"), "{console}");
+}
