@@ -300,3 +300,24 @@ fn drive_put_over_the_api_is_a_virtio_blk_disk_in_the_guest() {
     assert_eq!(code, 0, "{console}");
     assert!(console.contains("wr=01"), "{console}");
 }
+
+#[test]
+fn vmctl_vmm_sigterm_before_boot_exits_cleanly() {
+    let dir = tempfile::tempdir().unwrap();
+    let sock = dir.path().join("fc.sock");
+    let mut child = Command::new(vmm_binary())
+        .args(["--api-sock", sock.to_str().unwrap()])
+        .stdin(Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_for("the API socket", Duration::from_secs(10), || {
+        std::os::unix::net::UnixStream::connect(&sock).is_ok()
+    });
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
+    assert_eq!(child.wait().unwrap().code(), Some(143));
+    assert!(!sock.exists(), "the socket is removed on SIGTERM");
+}
