@@ -46,7 +46,7 @@ extern "C" fn on_stop_signal(sig: libc::c_int) {
 fn install_stop_handlers() -> anyhow::Result<()> {
     for sig in [libc::SIGINT, libc::SIGTERM] {
         // SAFETY: the handler only stores to an atomic, which is async-signal-safe.
-        let prev = unsafe { libc::signal(sig, on_stop_signal as libc::sighandler_t) };
+        let prev = unsafe { libc::signal(sig, on_stop_signal as *const () as libc::sighandler_t) };
         if prev == libc::SIG_ERR {
             bail!(
                 "installing the handler for signal {sig}: {}",
