@@ -59,6 +59,13 @@ impl Vmm {
         Ok(StopHandle { evt })
     }
 
+    /// Adds an event-loop subscriber (also possible before [`Vmm::run`] only, as `run` holds
+    /// the loop).
+    pub fn add_subscriber(&mut self, subscriber: Subscriber) -> event_manager::SubscriberId {
+        use event_manager::SubscriberOps;
+        self.p.em.add_subscriber(subscriber)
+    }
+
     /// Pause/resume handle for the vCPUs.
     pub fn vcpu_control(&self) -> VcpuControl {
         self.p.control.clone()
