@@ -34,6 +34,7 @@ pub(crate) struct Parts {
     pub console: ConsoleOutput,
     pub process_start: Instant,
     pub sample: bool,
+    pub symbols: Option<Arc<crate::symbols::SymbolMap>>,
 }
 
 /// A VM ready to run. [`Vmm::run`] blocks until the guest reboots, powers off, fails, or the
@@ -123,6 +124,7 @@ impl Vmm {
                 self.p.vcpu_tx.clone(),
                 notify,
                 self.p.sample,
+                self.p.symbols.clone(),
             ) {
                 Ok(t) => threads.push(t),
                 Err(e) => {
