@@ -133,3 +133,14 @@ fn pause_parks_vcpus_and_resume_continues() {
     stop.stop();
     assert_eq!(t.join().unwrap(), ExitReason::Stopped);
 }
+
+#[test]
+fn memory_above_the_mmio_gap() {
+    // 4.5 GiB: RAM below 3 GiB and 1.5 GiB above 4 GiB (two KVM memory slots); the MMIO gap
+    // in between still reaches the boot marker.
+    let mut c = guest::config("hello", 1, "");
+    c.mem_mib = 4608;
+    let run = vm_run::run(VmBuilder::new(c).unwrap(), Duration::from_secs(30)).unwrap();
+    assert_eq!(run.reason, ExitReason::Reboot, "console: {}", run.console);
+    assert!(run.boot_time.is_some());
+}
