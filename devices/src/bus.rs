@@ -50,7 +50,9 @@ impl Bus {
         if len == 0 {
             return Err(BusError::ZeroLength { base });
         }
-        let end = base.checked_add(len).ok_or(BusError::Overlap { base, len })?;
+        let end = base
+            .checked_add(len)
+            .ok_or(BusError::Overlap { base, len })?;
         let overlaps = self
             .devices
             .keys()
@@ -65,7 +67,12 @@ impl Bus {
     fn lookup(&self, addr: u64) -> Option<(u64, &Arc<Mutex<dyn BusDevice>>)> {
         let (range, dev) = self
             .devices
-            .range(..=Range { base: addr, len: u64::MAX })
+            .range(
+                ..=Range {
+                    base: addr,
+                    len: u64::MAX,
+                },
+            )
             .next_back()?;
         (addr - range.base < range.len).then_some((addr - range.base, dev))
     }
@@ -85,7 +92,9 @@ impl Bus {
     pub fn write(&self, addr: u64, data: &[u8]) -> bool {
         match self.lookup(addr) {
             Some((offset, dev)) => {
-                dev.lock().expect("device lock poisoned").write(offset, data);
+                dev.lock()
+                    .expect("device lock poisoned")
+                    .write(offset, data);
                 true
             }
             None => false,
@@ -114,7 +123,10 @@ mod tests {
         bus.insert(Arc::new(Mutex::new(Reg(20))), 0x60, 5).unwrap();
         assert_eq!(
             bus.insert(Arc::new(Mutex::new(Reg(0))), 0x3fc, 8),
-            Err(BusError::Overlap { base: 0x3fc, len: 8 })
+            Err(BusError::Overlap {
+                base: 0x3fc,
+                len: 8
+            })
         );
         let mut b = [0u8];
         assert!(bus.read(0x3fa, &mut b));

@@ -5,7 +5,11 @@ use std::path::PathBuf;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 #[derive(Parser, Debug)]
-#[command(name = "vmctl", version, about = "Containers, microVMs and hosted VMs from one image")]
+#[command(
+    name = "vmctl",
+    version,
+    about = "Containers, microVMs and hosted VMs from one image"
+)]
 pub struct Cli {
     /// Log level (error, warn, info, debug, trace); VMCTL_LOG overrides it.
     #[arg(long, global = true, default_value = "warn")]
@@ -15,9 +19,105 @@ pub struct Cli {
 }
 
 #[derive(Subcommand, Debug)]
+#[allow(clippy::large_enum_variant)] // parsed once
 pub enum Command {
     /// Run a workload (an image and command, or a raw kernel with --kernel).
     Run(RunArgs),
+    /// List local images.
+    Images(StoreArgs),
+    /// Manage local images (import, rm).
+    #[command(subcommand)]
+    Image(ImageCommand),
+    /// List containers.
+    Ps {
+        /// Show stopped containers too.
+        #[arg(short = 'a', long)]
+        all: bool,
+        /// Only print ids.
+        #[arg(short = 'q', long)]
+        quiet: bool,
+    },
+    /// Print the output of a detached container.
+    Logs {
+        /// Keep printing until the container stops.
+        #[arg(short = 'f', long)]
+        follow: bool,
+        /// Container id or name.
+        container: String,
+    },
+    /// Stop containers (SIGTERM, then SIGKILL after the grace period).
+    Stop {
+        /// Seconds to wait before SIGKILL.
+        #[arg(short = 't', long, default_value_t = 10)]
+        time: u64,
+        #[arg(required = true)]
+        containers: Vec<String>,
+    },
+    /// Remove containers.
+    Rm {
+        /// Kill running containers first.
+        #[arg(short = 'f', long)]
+        force: bool,
+        #[arg(required = true)]
+        containers: Vec<String>,
+    },
+    /// Run a command in a running container.
+    Exec(ExecArgs),
+}
+
+/// Where the image store lives.
+#[derive(Args, Debug)]
+pub struct StoreArgs {
+    /// Image store directory.
+    #[arg(long = "image-root", env = "VMCTL_IMAGE_ROOT", default_value = runtime::image::DEFAULT_ROOT)]
+    pub root: PathBuf,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum ImageCommand {
+    /// Import an OCI image layout (directory or tar), a `docker save` tar, or a root
+    /// filesystem (directory or tarball, gzip or plain).
+    Import {
+        /// The directory or file to import.
+        path: PathBuf,
+        /// Name for the image (e.g. myapp:1.0); also picks the image in a multi-image source.
+        #[arg(long)]
+        name: Option<String>,
+        #[command(flatten)]
+        store: StoreArgs,
+    },
+    /// Remove images (by name or id); unused layers are deleted.
+    Rm {
+        /// Names or ids.
+        #[arg(required = true)]
+        images: Vec<String>,
+        #[command(flatten)]
+        store: StoreArgs,
+    },
+}
+
+#[derive(Args, Debug)]
+pub struct ExecArgs {
+    /// Keep stdin open.
+    #[arg(short = 'i', long)]
+    pub interactive: bool,
+    /// Allocate a terminal.
+    #[arg(short = 't', long)]
+    pub tty: bool,
+    /// Environment variable KEY=VALUE (repeatable).
+    #[arg(short = 'e', long = "env")]
+    pub env: Vec<String>,
+    /// Working directory inside the container.
+    #[arg(short = 'w', long)]
+    pub workdir: Option<String>,
+    /// User (uid[:gid]) to run as.
+    #[arg(short = 'u', long)]
+    pub user: Option<String>,
+    /// Container id or name.
+    pub container: String,
+    /// Command and arguments.
+    #[arg(trailing_var_arg = true, allow_hyphen_values = true, required = true)]
+    pub command: Vec<String>,
 }
 
 #[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
@@ -49,6 +149,20 @@ pub struct RunArgs {
     /// Number of vCPUs of the VM.
     #[arg(long, default_value_t = 1)]
     pub vcpus: u8,
+
+    // ---- virtio devices of the VM ----
+    /// Attach a virtio-blk disk backed by a raw image (repeatable; the first is /dev/vda):
+    /// PATH[,ro][,id=ID][,bw=BYTES_PER_SEC][,iops=OPS_PER_SEC].
+    #[arg(long = "disk", value_name = "PATH[,ro]", value_parser = devices::virtio::spec::parse_disk)]
+    pub disks: Vec<devices::virtio::block::BlockConfig>,
+    /// Attach a virtio-net NIC on a host TAP, created if missing (repeatable):
+    /// tap=NAME[,mac=aa:bb:cc:dd:ee:ff][,bw=BYTES_PER_SEC].
+    #[arg(long = "net", value_name = "tap=NAME[,mac=MAC]", value_parser = devices::virtio::spec::parse_net)]
+    pub nets: Vec<devices::virtio::net::NetConfig>,
+    /// Attach a virtio-vsock device: cid=N,uds=PATH (guest CID N >= 3; host processes connect
+    /// to PATH and send "CONNECT <port>\n"; guest connections to port P go to PATH_P).
+    #[arg(long, value_name = "cid=N,uds=PATH", value_parser = devices::virtio::spec::parse_vsock)]
+    pub vsock: Option<devices::virtio::vsock::VsockConfig>,
 
     // ---- resources, shared by all levels ----
     /// Memory: VM size for VMs, cgroup limit for containers. A bare number is MiB; suffixes

@@ -3,6 +3,8 @@
 
 mod cli;
 mod container;
+mod images;
+mod virtio;
 mod vm;
 
 use clap::Parser;
@@ -36,5 +38,12 @@ fn dispatch(cmd: cli::Command) -> anyhow::Result<i32> {
                 "--isolation {iso:?} with an image is not available yet; use --kernel PATH"
             ),
         },
+        Command::Images(store) => images::list(&store),
+        Command::Image(cmd) => images::image(cmd),
+        Command::Ps { all, quiet } => container::ps(all, quiet),
+        Command::Logs { follow, container } => container::logs(&container, follow),
+        Command::Stop { time, containers } => container::stop(&containers, time),
+        Command::Rm { force, containers } => container::rm(&containers, force),
+        Command::Exec(args) => container::exec(args),
     }
 }

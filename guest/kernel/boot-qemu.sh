@@ -1,0 +1,98 @@
+#!/usr/bin/env bash
+# Boots the cached guest kernel + initramfs under QEMU microvm and measures the wall time from
+# exec to the "VMCTL-GUEST-READY" line. Every console line is printed with its wall time.
+#
+# usage: guest/kernel/boot-qemu.sh [--kvm] [--smp N] [--mem SIZE] [--debug] [--timeout S]
+#                                  [--append ARGS] [--kernel PATH] [--initrd PATH]
+#                                  [--sample-rip S] [--log FILE]
+#   --kvm         -enable-kvm -cpu host and guest/kernel/cmdline-nested (default: TCG)
+#   --debug       add "initcall_debug ignore_loglevel" (prints every initcall's duration)
+#   --sample-rip  every S seconds, log the vCPUs' RIP (QEMU monitor) to FILE.rip
+# Exit status 0 when the marker line was seen (and QEMU then exited), 1 otherwise.
+set -euo pipefail
+HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+ROOT=$(cd "$HERE/../.." && pwd)
+
+ACCEL=tcg SMP=2 MEM=256M DEBUG=0 TIMEOUT=120 EXTRA="" KERNEL="" INITRD="" SAMPLE=0
+LOG=${TMPDIR:-/tmp}/vmctl-boot-$$.log
+while (($#)); do
+  case $1 in
+    --kvm) ACCEL=kvm ;;
+    --smp) SMP=$2; shift ;;
+    --mem) MEM=$2; shift ;;
+    --debug) DEBUG=1 ;;
+    --timeout) TIMEOUT=$2; shift ;;
+    --append) EXTRA=$2; shift ;;
+    --kernel) KERNEL=$2; shift ;;
+    --initrd) INITRD=$2; shift ;;
+    --sample-rip) SAMPLE=$2; shift ;;
+    --log) LOG=$2; shift ;;
+    -h | --help) sed -n '2,12p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    *) echo "unknown argument '$1' (try --help)" >&2; exit 2 ;;
+  esac
+  shift
+done
+
+[ -n "$KERNEL" ] || KERNEL=$("$ROOT/scripts/build-kernel.sh" --print-path)
+[ -n "$INITRD" ] || INITRD=$("$ROOT/scripts/build-initramfs.sh" --print-path)
+CMDLINE=$(cat "$HERE/cmdline")
+if [ "$ACCEL" = kvm ]; then
+  CMDLINE="$CMDLINE $(cat "$HERE/cmdline-nested")"
+  ACCEL_ARGS=(-enable-kvm -cpu host)
+else
+  ACCEL_ARGS=(-accel tcg)
+fi
+[ "$DEBUG" = 0 ] || CMDLINE="$CMDLINE initcall_debug ignore_loglevel"
+[ -z "$EXTRA" ] || CMDLINE="$CMDLINE $EXTRA"
+
+MON=${TMPDIR:-/tmp}/vmctl-boot-$$.mon
+QEMU=(qemu-system-x86_64 -M microvm "${ACCEL_ARGS[@]}" -smp "$SMP" -m "$MEM"
+  -kernel "$KERNEL" -initrd "$INITRD" -append "$CMDLINE"
+  -nodefaults -no-user-config -display none -serial stdio -no-reboot
+  -monitor "unix:$MON,server,nowait")
+echo "cmdline: $CMDLINE" >&2
+echo "exec: ${QEMU[*]}" >&2
+
+sample_rip() { # background: log RIP of all vCPUs every $SAMPLE s
+  while sleep "$SAMPLE"; do
+    [ -S "$MON" ] || continue
+    printf '%s ' "$(date +%T)"
+    timeout 5 python3 -c '
+import socket, sys, time
+s = socket.socket(socket.AF_UNIX); s.connect(sys.argv[1]); s.settimeout(1)
+s.sendall(b"info registers -a\n"); time.sleep(0.5); out = b""
+try:
+    while True:
+        d = s.recv(65536)
+        if not d: break
+        out += d
+except socket.timeout: pass
+sys.stdout.write(out.decode(errors="replace"))' "$MON" 2>/dev/null |
+      grep -o 'RIP=[0-9a-f]*' | tr '\n' ' '
+    echo
+  done >>"$LOG.rip"
+}
+
+start=$EPOCHREALTIME
+seen=""
+: >"$LOG"
+coproc Q { exec timeout "$TIMEOUT" "${QEMU[@]}" </dev/null 2>&1; }
+qpid=$Q_PID
+[ "$SAMPLE" = 0 ] || { sample_rip & sampler=$!; }
+while IFS= read -r line <&"${Q[0]}"; do
+  now=$EPOCHREALTIME
+  t=$(awk -v a="$start" -v b="$now" 'BEGIN { printf "%7.3f", b - a }')
+  line=${line%$'\r'}
+  printf '[%s] %s\n' "$t" "$line" | tee -a "$LOG"
+  if [ -z "$seen" ] && [ "$line" = "VMCTL-GUEST-READY" ]; then seen=$t; fi
+done
+wait "$qpid" && rc=0 || rc=$?
+[ -z "${sampler:-}" ] || kill "$sampler" 2>/dev/null || true
+rm -f "$MON"
+end=$(awk -v a="$start" -v b="$EPOCHREALTIME" 'BEGIN { printf "%.3f", b - a }')
+if [ -n "$seen" ]; then
+  echo "RESULT accel=$ACCEL smp=$SMP marker_s=${seen// /} exit_s=$end qemu_rc=$rc log=$LOG" >&2
+  exit 0
+fi
+echo "RESULT accel=$ACCEL smp=$SMP marker=NOT-SEEN exit_s=$end qemu_rc=$rc log=$LOG" >&2
+exit 1
