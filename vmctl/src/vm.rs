@@ -45,6 +45,9 @@ pub fn run_kernel(args: RunArgs) -> anyhow::Result<i32> {
     let mut config = vmm::VmConfig::new(kernel);
     config.initrd = args.initrd;
     config.cmdline = vmm::cmdline::compose(args.cmdline.as_deref(), pvm);
+    if let Some(root) = devices::virtio::spec::root_cmdline(&args.disks) {
+        config.cmdline = format!("{} {root}", config.cmdline);
+    }
     config.vcpus = args.vcpus;
     config.mem_mib = mem_mib;
     config.console = Some(Arc::new(Mutex::new(std::io::stdout())));

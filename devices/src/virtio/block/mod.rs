@@ -32,6 +32,9 @@ pub struct BlockConfig {
     /// Drive id, returned to the guest as the serial (GET_ID); at most 20 bytes.
     pub id: String,
     pub rate_limiter: Option<RateLimiterConfig>,
+    /// The guest's root filesystem: the VMM adds `root=/dev/vda` (only the first disk, which
+    /// the guest sees as /dev/vda, may be root). The device itself ignores it.
+    pub root: bool,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -221,7 +224,7 @@ impl Block {
             used = true;
         }
         if used {
-            a.interrupt.signal_used_queue();
+            chain::notify_used(&mut a.queue, &a.mem, &a.interrupt);
         }
     }
 }
