@@ -128,6 +128,7 @@ fn attach_devices(b: &mut VmBuilder, r: &VmResources) -> Result<(), String> {
             read_only: d.is_read_only,
             id: d.drive_id.chars().take(DISK_SERIAL_LEN).collect(),
             rate_limiter: limiter(&d.rate_limiter),
+            root: d.is_root_device,
         };
         let block = Block::new(cfg).map_err(|e| format!("drive '{}': {e}", d.drive_id))?;
         let dev = VirtioMmioDevice::new(b.guest_memory().clone(), block)
