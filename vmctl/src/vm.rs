@@ -52,7 +52,10 @@ pub fn run_kernel(args: RunArgs) -> anyhow::Result<i32> {
     config.mem_mib = mem_mib;
     config.console = Some(Arc::new(Mutex::new(std::io::stdout())));
     config.stdin_input = true;
+    // VMCTL_SAMPLE_RIP=1: print every vCPU's RIP once a second, named from VMCTL_SYSTEM_MAP or
+    // the System.map next to the kernel.
     config.sample_rip = std::env::var("VMCTL_SAMPLE_RIP").is_ok_and(|v| v == "1");
+    config.system_map = std::env::var_os("VMCTL_SYSTEM_MAP").map(Into::into);
 
     let mut builder = vmm::VmBuilder::new(config)?;
     let virtio = crate::virtio::VirtioDevices {
