@@ -6,6 +6,7 @@ mod container;
 mod hosted;
 mod images;
 mod microvm;
+mod virtio;
 mod vm;
 
 use clap::Parser;
