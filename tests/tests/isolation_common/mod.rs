@@ -20,6 +20,14 @@ pub enum Level {
 }
 
 impl Level {
+    /// How long one run may take: microVM boots take minutes on nested-PVM hosts under load.
+    pub fn limit(self) -> Duration {
+        match self {
+            Level::Microvm => Duration::from_secs(900),
+            _ => Duration::from_secs(180),
+        }
+    }
+
     pub fn flag(self) -> &'static str {
         match self {
             Level::Container => "container",
@@ -62,7 +70,7 @@ pub fn run_with(level: Level, flags: &[&str], cmd: &[&str], input: Option<&[u8]>
         let mut stdin = child.stdin.take().unwrap();
         stdin.write_all(data).unwrap();
     }
-    wait_output(child, Duration::from_secs(180))
+    wait_output(child, level.limit())
 }
 
 pub fn run(level: Level, flags: &[&str], cmd: &[&str]) -> Output {
@@ -352,7 +360,7 @@ pub fn signal_forwarding_and_teardown(l: Level) {
     let pid = child.id();
     let mut stdout = child.stdout.take().unwrap();
     let mut seen = Vec::new();
-    let end = Instant::now() + Duration::from_secs(120);
+    let end = Instant::now() + l.limit();
     while !text(&seen).contains("ready") {
         assert!(Instant::now() < end, "no 'ready'");
         let mut b = [0u8; 64];
@@ -366,7 +374,7 @@ pub fn signal_forwarding_and_teardown(l: Level) {
     let mut rest = Vec::new();
     std::io::Read::read_to_end(&mut stdout, &mut rest).unwrap();
     seen.extend(rest);
-    let out = wait_output(child, Duration::from_secs(60));
+    let out = wait_output(child, l.limit());
     assert_eq!(
         text(&seen),
         "ready\ngot-term\n",
