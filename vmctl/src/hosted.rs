@@ -166,6 +166,25 @@ pub(crate) fn guest_kernel() -> anyhow::Result<PathBuf> {
     Ok(p)
 }
 
+/// Refuses a guest kernel whose build config (the `config` file next to it, when there is
+/// one) lacks `option`: better than a boot that never answers.
+pub(crate) fn require_kernel_option(kernel: &Path, option: &str, why: &str) -> anyhow::Result<()> {
+    let Some(cfg) = kernel.parent().map(|d| d.join("config")) else {
+        return Ok(());
+    };
+    let Ok(text) = std::fs::read_to_string(&cfg) else {
+        return Ok(());
+    };
+    if !text.lines().any(|l| l.trim() == format!("{option}=y")) {
+        bail!(
+            "guest kernel {} was built without {option}, which {why} needs: add `{option}=y` to \
+             guest/kernel/config and rebuild (scripts/build-kernel.sh)",
+            kernel.display()
+        );
+    }
+    Ok(())
+}
+
 /// Agent initramfs: `$VMCTL_AGENT_INITRD` or the cached build.
 pub(crate) fn agent_initrd() -> anyhow::Result<PathBuf> {
     let p = std::env::var_os("VMCTL_AGENT_INITRD")
@@ -298,6 +317,11 @@ pub fn run(args: RunArgs) -> anyhow::Result<i32> {
     }
     let image = resolve_image(args.image.as_deref())?;
     let kernel = guest_kernel()?;
+    require_kernel_option(
+        &kernel,
+        "CONFIG_VIRTIO_CONSOLE",
+        "--isolation hosted (the agent's virtio-serial channel)",
+    )?;
     let initrd = agent_initrd()?;
     let disk = guest::disk::ensure(&guest::disk::cache_root(), &image.id, &image.layers)?;
     let rec = new_record(&args, &image, "hosted", &args.command)?;

@@ -17,7 +17,7 @@ use guest::session::{self, Signals, Timeouts};
 use crate::cli::RunArgs;
 use crate::hosted::{
     agent_initrd, boot_timeout, console_tail, container_spec, finish_record, guest_kernel,
-    new_record, protocol_version, resolve_image, vm_cpus, vm_mib,
+    new_record, protocol_version, require_kernel_option, resolve_image, vm_cpus, vm_mib,
 };
 
 /// The guest's vsock context id (any value >= 3; each VM has its own device).
@@ -30,6 +30,11 @@ pub fn run(args: RunArgs) -> anyhow::Result<i32> {
     }
     let image = resolve_image(args.image.as_deref())?;
     let kernel = guest_kernel()?;
+    require_kernel_option(
+        &kernel,
+        "CONFIG_VIRTIO_VSOCKETS",
+        "--isolation microvm (the agent's vsock channel)",
+    )?;
     let initrd = agent_initrd()?;
     let disk = guest::disk::ensure(&guest::disk::cache_root(), &image.id, &image.layers)?;
     let mut rec = new_record(&args, &image, "microvm", &args.command)?;
