@@ -69,7 +69,7 @@ fn drive(
     rec: &Record,
 ) -> anyhow::Result<i32> {
     // Guest ring 0 is emulated on nested-PVM hosts: boots take tens of seconds there.
-    let timeout = boot_timeout(if vmm::cmdline::host_is_pvm() { 300 } else { 60 })?;
+    let timeout = boot_timeout(if vmm::cmdline::host_is_pvm() { 600 } else { 60 })?;
     let client = vm.connect(timeout).map_err(|e| {
         if signals.interrupted() {
             anyhow::anyhow!("interrupted while the guest was booting")

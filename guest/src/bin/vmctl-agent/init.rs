@@ -62,6 +62,8 @@ fn switch_root() -> anyhow::Result<()> {
         std::fs::create_dir_all(format!("{new}/{d}"))?;
     }
     std::fs::copy("/init", format!("{new}/init")).context("copy /init")?;
+    // The initramfs copy would stay in memory, hidden under the new root.
+    let _ = std::fs::remove_file("/init");
     nix::unistd::chdir(new)?;
     mount(Some("."), "/", None::<&str>, MsFlags::MS_MOVE, None::<&str>)
         .context("move the tmpfs to /")?;
