@@ -78,12 +78,14 @@ fn drive(
         }
     })?;
     tracing::info!(agent = client.agent(), "guest agent ready");
+    // Container set-up is ring-0 work too: minutes on a loaded nested-PVM host.
+    let timeouts = Timeouts { create: timeout, start: timeout };
     let code = session::run(
         &client,
         spec,
         signals,
         Some(&rec.dir().join("output.log")),
-        Timeouts::default(),
+        timeouts,
     )
     .map_err(|e| anyhow::anyhow!("{e}{}", console_tail(&vm.console, 15)))?;
     let _ = client.shutdown(false, Duration::from_secs(10));
