@@ -63,6 +63,9 @@ pub enum Command {
     },
     /// Run a command in a running container.
     Exec(ExecArgs),
+    /// Manage detached microVMs (create, start, pause, resume, stop, ps, logs, rm, inspect).
+    #[command(subcommand)]
+    Vm(crate::vms::cli::VmCommand),
 }
 
 /// Where the image store lives.
@@ -149,6 +152,10 @@ pub struct RunArgs {
     /// Number of vCPUs of the VM.
     #[arg(long, default_value_t = 1)]
     pub vcpus: u8,
+    /// Serve the Firecracker-compatible API on this Unix socket while the VM runs (pause,
+    /// resume, metrics, GET /vm/config).
+    #[arg(long, value_name = "PATH", requires = "kernel")]
+    pub api_sock: Option<PathBuf>,
 
     // ---- virtio devices of the VM ----
     /// Attach a virtio-blk disk backed by a raw image (repeatable; the first is /dev/vda, and

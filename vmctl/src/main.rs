@@ -4,8 +4,9 @@
 mod cli;
 mod container;
 mod images;
-mod virtio;
 mod vm;
+mod vms;
+mod vmspec;
 
 use clap::Parser;
 
@@ -45,5 +46,6 @@ fn dispatch(cmd: cli::Command) -> anyhow::Result<i32> {
         Command::Stop { time, containers } => container::stop(&containers, time),
         Command::Rm { force, containers } => container::rm(&containers, force),
         Command::Exec(args) => container::exec(args),
+        Command::Vm(cmd) => vms::dispatch(cmd),
     }
 }

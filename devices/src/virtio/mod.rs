@@ -22,6 +22,7 @@
 
 pub mod block;
 pub mod chain;
+pub mod counters;
 mod device;
 mod interrupt;
 pub mod mmio;
@@ -38,8 +39,7 @@ pub const VIRTIO_F_VERSION_1: u64 = 1 << virtio_bindings::virtio_config::VIRTIO_
 
 /// VIRTIO_RING_F_EVENT_IDX: interrupt and notification suppression through `used_event` /
 /// `avail_event`; offered by the transport for every device.
-pub const VIRTIO_RING_F_EVENT_IDX: u64 =
-    1 << virtio_bindings::virtio_ring::VIRTIO_RING_F_EVENT_IDX;
+pub const VIRTIO_RING_F_EVENT_IDX: u64 = 1 << virtio_bindings::virtio_ring::VIRTIO_RING_F_EVENT_IDX;
 
 /// Device status bits (virtio spec 2.1).
 pub mod status {

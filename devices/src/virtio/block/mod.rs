@@ -15,6 +15,7 @@ use vm_memory::GuestMemoryMmap;
 use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 
 use super::chain::{self, Popped};
+use super::counters::{self, BlockCounters};
 use super::rate_limiter::{RateLimiter, RateLimiterConfig, RateLimiterError};
 use super::{device_type, ActivateError, Interrupt, VirtioDevice, VIRTIO_F_VERSION_1};
 
@@ -81,6 +82,7 @@ pub struct Block {
     queue_evts: [EventFd; 1],
     limiter: Option<RateLimiter>,
     active: Option<Active>,
+    counters: Arc<BlockCounters>,
 }
 
 const EV_QUEUE: u32 = 0;
@@ -157,7 +159,33 @@ impl Block {
             queue_evts: [EventFd::new(EFD_NONBLOCK).map_err(io_err)?],
             limiter,
             active: None,
+            counters: Arc::default(),
         })
+    }
+
+    /// The device's counters (shared; keep a clone before wrapping the device).
+    pub fn counters(&self) -> Arc<BlockCounters> {
+        self.counters.clone()
+    }
+
+    /// Replaces the backing file with `path` (opened with the same read-only mode), updates
+    /// the capacity and, once the guest drives the device, raises a configuration-change
+    /// interrupt so it re-reads the capacity. Requests in flight finish on the old file.
+    pub fn swap_backing(&mut self, path: PathBuf) -> Result<(), BlockError> {
+        let fresh = Block::new(BlockConfig {
+            path,
+            read_only: self.read_only,
+            id: String::new(),
+            rate_limiter: None,
+            root: false,
+        })?;
+        self.file = fresh.file;
+        self.path = fresh.path;
+        self.capacity = fresh.capacity;
+        if let Some(a) = &self.active {
+            a.interrupt.signal_config_change();
+        }
+        Ok(())
     }
 
     /// Capacity in 512-byte sectors.
@@ -200,6 +228,7 @@ impl Block {
                     if let Some(l) = self.limiter.as_mut() {
                         let bytes = request::data_len(&c);
                         if !l.consume(bytes) {
+                            counters::add(&self.counters.rate_limited, 1);
                             chain::unpop(&mut a.queue);
                             break;
                         }
@@ -211,6 +240,7 @@ impl Block {
                         self.capacity,
                         self.read_only,
                         &self.id,
+                        &self.counters,
                     );
                     (c.head, len)
                 }
