@@ -44,7 +44,10 @@ pub fn vmm_path() -> PathBuf {
             cmd.arg("--release");
         }
         let status = cmd.status().expect("running cargo build -p vmm");
-        assert!(status.success(), "cargo build -p vmm --bin vmctl-vmm failed");
+        assert!(
+            status.success(),
+            "cargo build -p vmm --bin vmctl-vmm failed"
+        );
         let bin = profile_dir.join("vmctl-vmm");
         assert!(bin.exists(), "{} missing after build", bin.display());
         bin

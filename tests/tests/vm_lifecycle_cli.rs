@@ -15,7 +15,15 @@ fn create_start_pause_resume_stop_rm() {
     let k = guest::build("ticker");
     let name = format!("ticker-{}", std::process::id());
     let id = env
-        .ok(&["create", "--name", &name, "--kernel", k.to_str().unwrap(), "--memory", "16"])
+        .ok(&[
+            "create",
+            "--name",
+            &name,
+            "--kernel",
+            k.to_str().unwrap(),
+            "--memory",
+            "16",
+        ])
         .trim()
         .to_string();
     assert_eq!(id.len(), 12, "id {id:?}");
@@ -31,7 +39,10 @@ fn create_start_pause_resume_stop_rm() {
     assert_eq!(row[3], pid.to_string());
     let config = env.ok(&["inspect", &name]);
     let config: serde_json::Value = serde_json::from_str(&config).unwrap();
-    assert_eq!(config["boot-source"]["kernel_image_path"], k.to_str().unwrap());
+    assert_eq!(
+        config["boot-source"]["kernel_image_path"],
+        k.to_str().unwrap()
+    );
     assert_eq!(config["machine-config"]["mem_size_mib"], 16);
     assert!(!env.console(&id).contains("tick"));
 
@@ -90,7 +101,9 @@ fn rm_force_kills_a_running_vm_and_logs_follow_ends_with_it() {
         .stdout(std::process::Stdio::piped())
         .spawn()
         .unwrap();
-    wait_for("ticks", Duration::from_secs(20), || env.console(&id).contains("tick"));
+    wait_for("ticks", Duration::from_secs(20), || {
+        env.console(&id).contains("tick")
+    });
     env.ok(&["rm", "-f", &id]);
     assert!(!process_alive(pid));
     assert!(!env.vm_dir(&id).exists());
@@ -108,7 +121,9 @@ fn a_guest_that_ends_shows_as_exited() {
         .to_string();
     env.ok(&["start", &id]);
     let pid = env.pid(&id);
-    wait_for("the VMM to exit", Duration::from_secs(20), || !process_alive(pid));
+    wait_for("the VMM to exit", Duration::from_secs(20), || {
+        !process_alive(pid)
+    });
     assert_eq!(env.ps_row(&id)[2], "exited");
     assert!(env.ok(&["logs", &id]).contains("hello from ring 3"));
     env.ok(&["rm", &id]);

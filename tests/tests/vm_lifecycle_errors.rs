@@ -29,7 +29,10 @@ fn duplicate_and_bad_names() {
         &["create", "--name", "dup", "--kernel", k, "--memory", "16"],
         &["--name \"dup\"", "already used", id.trim()],
     );
-    env.fails(&["create", "--name", "a/b", "--kernel", k], &["--name \"a/b\""]);
+    env.fails(
+        &["create", "--name", "a/b", "--kernel", k],
+        &["--name \"a/b\""],
+    );
     assert_eq!(env.ok(&["ps", "-q"]).lines().count(), 1);
     env.ok(&["rm", "-f", "dup"]);
 }

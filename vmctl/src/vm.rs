@@ -16,7 +16,7 @@ use crate::vmspec::VmFlags;
 const TAIL_LINES: usize = 20;
 
 pub fn run_kernel(args: RunArgs) -> anyhow::Result<i32> {
-    let flags = VmFlags {
+    let mut flags = VmFlags {
         kernel: args
             .kernel
             .clone()
@@ -36,7 +36,8 @@ pub fn run_kernel(args: RunArgs) -> anyhow::Result<i32> {
             vmm::cmdline::PVM_ARGS
         );
     }
-    let backend = KvmBackend::new(Some(Arc::new(Mutex::new(std::io::stdout()))), true);
+    let mut backend = KvmBackend::new(Some(Arc::new(Mutex::new(std::io::stdout()))), true);
+    backend.set_disk_serials(flags.disk_serials());
     let end = backend.end_slot();
     let opts = VmmOptions {
         id: args.name.unwrap_or_else(|| "vmctl-run".into()),

@@ -2,12 +2,13 @@
 //! `--net`, `--vsock`) to the API's [`VmResources`]: `vmctl run --kernel` and `vmctl vm create`
 //! both boot through the same Firecracker-compatible configuration as `vmctl-vmm`.
 
+use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 use api::types as wire;
 use api::VmResources;
-use devices::virtio::block::BlockConfig;
+use devices::virtio::block::{BlockConfig, BlockError};
 use devices::virtio::net::NetConfig;
 use devices::virtio::rate_limiter as dev;
 use devices::virtio::spec::check_devices;
@@ -66,11 +67,28 @@ fn limiter(r: &Option<dev::RateLimiterConfig>) -> Option<wire::RateLimiterConfig
     })
 }
 
+/// A `--disk` id as an API drive id (`[a-zA-Z0-9_]`): other characters become '_'.
+pub fn drive_id(id: &str) -> String {
+    id.chars()
+        .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
+        .collect()
+}
+
 impl VmFlags {
+    /// Disk serials that differ from their API drive id, by drive id (see
+    /// `KvmBackend::set_disk_serials`).
+    pub fn disk_serials(&self) -> HashMap<String, String> {
+        self.disks
+            .iter()
+            .filter(|d| drive_id(&d.id) != d.id)
+            .map(|d| (drive_id(&d.id), d.id.clone()))
+            .collect()
+    }
+
     /// Checks the flags the way the VMM would (so errors name the flag, not an API field) and
     /// builds the configuration: drives in `--disk` order (the first is /dev/vda), NICs eth0..,
     /// vsock.
-    pub fn to_resources(mut self) -> anyhow::Result<VmResources> {
+    pub fn to_resources(&mut self) -> anyhow::Result<VmResources> {
         let mem_mib = match &self.memory {
             Some(m) => parse_mem_mib(m)?,
             None => DEFAULT_MEM_MIB,
@@ -81,11 +99,35 @@ impl VmFlags {
         check.mem_mib = mem_mib;
         check.validate()?;
         check_devices(&mut self.disks, &self.nets, self.vsock.as_slice())?;
+        let mut ids = HashSet::new();
+        for d in &self.disks {
+            match std::fs::metadata(&d.path) {
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                    return Err(BlockError::NotFound(d.path.clone()).into())
+                }
+                Ok(m) if m.is_dir() => return Err(BlockError::IsDirectory(d.path.clone()).into()),
+                _ => {}
+            }
+            if !ids.insert(drive_id(&d.id)) {
+                anyhow::bail!(
+                    "--disk ids {:?} and another one both become drive id {:?}; use ids that \
+                     differ in letters or digits",
+                    d.id,
+                    drive_id(&d.id)
+                );
+            }
+        }
+        for n in &self.nets {
+            let name = &n.tap_name;
+            if name.is_empty() || name.len() > 15 || name.contains(['/', '\0', ' ']) {
+                return Err(devices::virtio::net::TapError::BadName(name.clone()).into());
+            }
+        }
         let mut r = VmResources {
             boot_source: Some(wire::BootSourceConfig {
                 kernel_image_path: path_str(&self.kernel)?,
                 initrd_path: self.initrd.as_deref().map(path_str).transpose()?,
-                boot_args: self.cmdline,
+                boot_args: self.cmdline.clone(),
             }),
             ..Default::default()
         };
@@ -93,7 +135,7 @@ impl VmFlags {
         r.machine_config.mem_size_mib = mem_mib as usize;
         for d in &self.disks {
             r.drives.push(wire::BlockDeviceConfig {
-                drive_id: d.id.clone(),
+                drive_id: drive_id(&d.id),
                 path_on_host: path_str(&d.path)?,
                 is_root_device: d.root,
                 is_read_only: d.read_only,

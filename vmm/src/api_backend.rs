@@ -67,6 +67,7 @@ pub struct KvmBackend {
     running: Option<Running>,
     exit: Option<i32>,
     end: EndSlot,
+    serials: std::collections::HashMap<String, String>,
 }
 
 impl KvmBackend {
@@ -79,7 +80,14 @@ impl KvmBackend {
             running: None,
             exit: None,
             end: EndSlot::default(),
+            serials: Default::default(),
         }
+    }
+
+    /// Disk serials (virtio-blk GET_ID) to use instead of the drive id, by drive id: for
+    /// callers whose disk names are not valid API drive ids (`vmctl run --disk ...,id=a-b`).
+    pub fn set_disk_serials(&mut self, serials: std::collections::HashMap<String, String>) {
+        self.serials = serials;
     }
 
     /// A slot the backend fills when the VM ends (read it after [`api::run_vmm`] returned).
@@ -148,7 +156,11 @@ fn attach(b: &mut VmBuilder, dev: VirtioMmioDevice) -> Result<(), String> {
 
 /// Attaches the drives (root device first, so it is /dev/vda), then the network interfaces,
 /// then vsock.
-fn attach_devices(b: &mut VmBuilder, r: &VmResources) -> Result<Devices, String> {
+fn attach_devices(
+    b: &mut VmBuilder,
+    r: &VmResources,
+    serials: &std::collections::HashMap<String, String>,
+) -> Result<Devices, String> {
     let mut handles = Devices::default();
     let mut drives: Vec<_> = r.drives.iter().collect();
     drives.sort_by_key(|d| !d.is_root_device);
@@ -156,7 +168,12 @@ fn attach_devices(b: &mut VmBuilder, r: &VmResources) -> Result<Devices, String>
         let cfg = BlockConfig {
             path: PathBuf::from(&d.path_on_host),
             read_only: d.is_read_only,
-            id: d.drive_id.chars().take(DISK_SERIAL_LEN).collect(),
+            id: serials
+                .get(&d.drive_id)
+                .unwrap_or(&d.drive_id)
+                .chars()
+                .take(DISK_SERIAL_LEN)
+                .collect(),
             rate_limiter: limiter(&d.rate_limiter),
             root: d.is_root_device,
         };
@@ -215,7 +232,7 @@ impl VmmBackend for KvmBackend {
         cfg.sample_rip = std::env::var("VMCTL_SAMPLE_RIP").is_ok_and(|v| v == "1");
         cfg.system_map = std::env::var_os("VMCTL_SYSTEM_MAP").map(Into::into);
         let mut builder = VmBuilder::new(cfg).map_err(|e| e.to_string())?;
-        let devices = attach_devices(&mut builder, r)?;
+        let devices = attach_devices(&mut builder, r, &self.serials)?;
         let mut vmm: Vmm = builder.build().map_err(|e| e.to_string())?;
         let running = Running {
             control: vmm.vcpu_control(),

@@ -118,7 +118,10 @@ impl Drop for VmEnv {
 /// Whether `pid` exists and is not a zombie.
 pub fn process_alive(pid: i32) -> bool {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    let state = stat.rsplit(')').next().and_then(|s| s.split_whitespace().next());
+    let state = stat
+        .rsplit(')')
+        .next()
+        .and_then(|s| s.split_whitespace().next());
     !matches!(state, None | Some("Z") | Some("X"))
 }
 
