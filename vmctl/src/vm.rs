@@ -29,7 +29,7 @@ pub fn run_kernel(args: RunArgs) -> anyhow::Result<i32> {
         nets: args.nets,
         vsock: args.vsock,
     };
-    let resources = flags.to_resources()?;
+    let resources = flags.build_resources()?;
     if vmm::cmdline::host_is_pvm() {
         tracing::info!(
             "/dev/kvm is nested through PVM (/sys/module/kvm_pvm exists): adding to the guest command line: {}",

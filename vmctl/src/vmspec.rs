@@ -88,7 +88,7 @@ impl VmFlags {
     /// Checks the flags the way the VMM would (so errors name the flag, not an API field) and
     /// builds the configuration: drives in `--disk` order (the first is /dev/vda), NICs eth0..,
     /// vsock.
-    pub fn to_resources(&mut self) -> anyhow::Result<VmResources> {
+    pub fn build_resources(&mut self) -> anyhow::Result<VmResources> {
         let mem_mib = match &self.memory {
             Some(m) => parse_mem_mib(m)?,
             None => DEFAULT_MEM_MIB,

@@ -87,7 +87,7 @@ fn create(args: CreateArgs) -> anyhow::Result<i32> {
         nets: args.nets,
         vsock: args.vsock,
     }
-    .to_resources()?;
+    .build_resources()?;
     // The VMM opens these itself, maybe from another working directory.
     if let Some(b) = resources.boot_source.as_mut() {
         b.kernel_image_path = absolute(&b.kernel_image_path)?;
