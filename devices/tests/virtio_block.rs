@@ -197,9 +197,16 @@ fn capacity_rounds_down_and_config_errors_name_the_fix() {
     let e = Block::new(cfg(&missing, false)).err().unwrap();
     assert!(e.to_string().contains("nope.img") && e.to_string().contains("does not exist"));
 
+    // Drive ids longer than the 20-byte serial are cut, not refused (the API allows them).
     let mut c = cfg(f.path(), false);
-    c.id = "x".repeat(21);
-    assert!(Block::new(c).err().unwrap().to_string().contains("shorter"));
+    c.id = "0123456789abcdefghijKLMN".into();
+    let mut d = Driver::new(Block::new(c).unwrap());
+    d.activate(0, 1, 8);
+    let idb = d.alloc(20);
+    let (_, st) = request(&mut d, T_GET_ID, 0, &[(idb, 20)], true);
+    d.wait_used(0, 1, SEC);
+    assert_eq!(status_byte(&d, st), 0);
+    assert_eq!(&d.read_mem(idb, 20), b"0123456789abcdefghij");
 }
 
 #[test]

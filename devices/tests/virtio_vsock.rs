@@ -476,7 +476,7 @@ fn host_connect_times_out_when_the_guest_never_answers() {
     assert_eq!((rst.src_port, rst.dst_port), (req.src_port, 77));
     let waited = start.elapsed();
     assert!(
-        waited >= Duration::from_millis(1900) && waited < Duration::from_secs(4),
+        waited >= Duration::from_millis(4900) && waited < Duration::from_secs(8),
         "{waited:?}"
     );
     s.set_nonblocking(true).unwrap();
@@ -588,7 +588,7 @@ fn silent_host_clients_are_dropped() {
         }
     }
     assert!(
-        start.elapsed() >= Duration::from_millis(1900),
+        start.elapsed() >= Duration::from_millis(4900),
         "{:?}",
         start.elapsed()
     );

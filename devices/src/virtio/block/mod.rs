@@ -30,7 +30,7 @@ pub struct BlockConfig {
     /// Raw image file (or block device).
     pub path: PathBuf,
     pub read_only: bool,
-    /// Drive id, returned to the guest as the serial (GET_ID); at most 20 bytes.
+    /// Drive id, returned to the guest as the serial (GET_ID): its first 20 bytes.
     pub id: String,
     pub rate_limiter: Option<RateLimiterConfig>,
     /// The guest's root filesystem: the VMM adds `root=/dev/vda` (only the first disk, which
@@ -53,8 +53,6 @@ pub enum BlockError {
         mode: &'static str,
         source: io::Error,
     },
-    #[error("disk id {0:?} is longer than 20 bytes; choose a shorter drive id")]
-    IdTooLong(String),
     #[error("disk {id:?}: {source}")]
     RateLimiter {
         id: String,
@@ -101,9 +99,6 @@ impl Block {
         if meta.is_dir() {
             return Err(BlockError::IsDirectory(cfg.path));
         }
-        if cfg.id.len() > ID_LEN {
-            return Err(BlockError::IdTooLong(cfg.id));
-        }
         let file = OpenOptions::new()
             .read(true)
             .write(!cfg.read_only)
@@ -135,8 +130,16 @@ impl Block {
                 size % SECTOR_SIZE
             );
         }
+        // The serial holds 20 bytes; longer drive ids (the API allows them) are cut.
         let mut id = [0u8; ID_LEN];
-        id[..cfg.id.len()].copy_from_slice(cfg.id.as_bytes());
+        let n = cfg.id.len().min(ID_LEN);
+        if n < cfg.id.len() {
+            tracing::warn!(
+                id = cfg.id,
+                "drive id longer than 20 bytes: the guest sees its first 20"
+            );
+        }
+        id[..n].copy_from_slice(&cfg.id.as_bytes()[..n]);
         let limiter = cfg
             .rate_limiter
             .map(RateLimiter::new)

@@ -13,8 +13,9 @@ use crate::virtio::chain::{self, Chain, Popped};
 
 /// Largest payload in one packet (Linux's VIRTIO_VSOCK_MAX_PKT_BUF_SIZE).
 pub const MAX_PKT_PAYLOAD: usize = 64 * 1024;
-/// How long a host-initiated connection waits for the guest to accept it.
-pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+/// How long a host-initiated connection waits for the guest to accept it (generous: a guest
+/// kernel on nested virtualization can take hundreds of milliseconds to answer).
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 const SWEEP_PERIOD: Duration = Duration::from_millis(250);
 const MAX_CONNS: usize = 1024;
 const MAX_PENDING: usize = 64;
