@@ -128,3 +128,43 @@ fn a_guest_that_ends_shows_as_exited() {
     assert!(env.ok(&["logs", &id]).contains("hello from ring 3"));
     env.ok(&["rm", &id]);
 }
+
+#[test]
+fn vmctl_run_serves_the_api_while_the_guest_runs() {
+    use api::types::{VmState, VmStateRequest};
+    let dir = tempfile::tempdir().unwrap();
+    let sock = dir.path().join("run.sock");
+    let k = guest::build("ticker");
+    let mut child = std::process::Command::new(vmctl_tests::vmctl_bin::path())
+        .args(["run", "--memory", "16", "--name", "runvm", "--api-sock"])
+        .arg(&sock)
+        .arg("--kernel")
+        .arg(&k)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let pid = child.id() as i32;
+    wait_for("the API socket", Duration::from_secs(20), || {
+        std::os::unix::net::UnixStream::connect(&sock).is_ok()
+    });
+    let client = api::ApiClient::new(&sock);
+    let info = client.instance_info().unwrap();
+    assert_eq!((info.id.as_str(), info.state), ("runvm", VmState::Running));
+    let config = client.vm_config().unwrap();
+    assert_eq!(config.machine_config.mem_size_mib, 16);
+    client.set_vm_state(VmStateRequest::Paused).unwrap();
+    assert_eq!(client.instance_info().unwrap().state, VmState::Paused);
+    client.set_vm_state(VmStateRequest::Resumed).unwrap();
+    // Ticks come every ~0.1 s; let a few reach stdout.
+    std::thread::sleep(Duration::from_millis(1500));
+    // SAFETY: kill(2) of our own child.
+    assert_eq!(unsafe { libc::kill(pid, libc::SIGTERM) }, 0);
+    let status = child.wait().unwrap();
+    assert_eq!(status.code(), Some(128 + libc::SIGTERM));
+    let mut out = String::new();
+    std::io::Read::read_to_string(&mut child.stdout.take().unwrap(), &mut out).unwrap();
+    assert!(out.contains("tick"), "{out}");
+    assert!(!sock.exists(), "the API socket outlived vmctl run");
+}
