@@ -1,7 +1,8 @@
 # Watches a virtio-blk disk (MMIO slot 0) get a new backing file: reads sector 0 and the
 # capacity, prints "a=<16 bytes> cap=CC" and "waiting", polls InterruptStatus until the
 # configuration-change bit is set (the host swapped the file), acks it, reads sector 0 and the
-# capacity again, prints "b=<16 bytes> cap=CC" and "done", and resets. CC = capacity's low
+# capacity again, prints "b=<16 bytes> cap=CC", then once more "c=<16 bytes> cap=CC" (so a
+# rate limiter set meanwhile has two requests to hold back), "done", and resets. CC = capacity's low
 # byte in hex (sectors).
     .include "common.inc"
     .include "virtio.inc"
@@ -65,6 +66,11 @@ user_main:
     mov $3, %esi
     mov $2, %ebx
     call read0
+    lea m_c(%rip), %rsi
+    call puts
+    mov $0, %esi
+    mov $3, %ebx
+    call read0
     lea m_done(%rip), %rsi
     call puts
     jmp reset
@@ -73,6 +79,8 @@ m_a:
     .asciz "a="
 m_b:
     .asciz "b="
+m_c:
+    .asciz "c="
 m_cap:
     .asciz " cap="
 m_wait:

@@ -149,6 +149,14 @@ fn patch_drive_path_swaps_the_disk_under_a_running_guest() {
         .to_string();
     assert!(e.contains("missing.img"), "{e}");
     assert!(!env.console(&id).contains("b="));
+    // One request per 300 ms from now on: the guest's next two reads are held apart.
+    client
+        .patch(
+            "/drives/data",
+            &serde_json::json!({"drive_id": "data",
+                "rate_limiter": {"ops": {"size": 1, "refill_time": 300}}}),
+        )
+        .unwrap();
     client
         .patch(
             "/drives/data",
@@ -160,10 +168,11 @@ fn patch_drive_path_swaps_the_disk_under_a_running_guest() {
     });
     let console = env.console(&id);
     assert!(
-        console.contains("b=SWAPPED-IN-IMAGE cap=c0\ndone"),
+        console.contains("b=SWAPPED-IN-IMAGE cap=c0\nc=SWAPPED-IN-IMAGE cap=c0\ndone"),
         "{console}"
     );
     let m = last_line(&env.vm_dir(&id).join("metrics.json"));
-    assert_eq!(n(&m["block"]["data"]["read_count"]), 2, "{m}");
+    assert_eq!(n(&m["block"]["data"]["read_count"]), 3, "{m}");
+    assert!(n(&m["block"]["data"]["rate_limited"]) >= 1, "{m}");
     env.ok(&["rm", &id]);
 }

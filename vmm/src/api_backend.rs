@@ -44,7 +44,7 @@ struct Running {
 #[derive(Default)]
 struct Devices {
     drives: Vec<(String, Arc<Mutex<Block>>, Arc<counters::BlockCounters>)>,
-    nets: Vec<(String, Arc<counters::NetCounters>)>,
+    nets: Vec<(String, Arc<Mutex<Net>>, Arc<counters::NetCounters>)>,
 }
 
 /// How the VM run by a [`KvmBackend`] ended: its exit reason (or the error that ended it) and
@@ -195,8 +195,12 @@ fn attach_devices(
             tx_rate_limiter: limiter(&n.tx_rate_limiter),
         };
         let net = Net::new(cfg).map_err(|e| format!("network interface '{}': {e}", n.iface_id))?;
-        handles.nets.push((n.iface_id.clone(), net.counters()));
-        let dev = VirtioMmioDevice::new(b.guest_memory().clone(), net)
+        let counters = net.counters();
+        let net = Arc::new(Mutex::new(net));
+        handles
+            .nets
+            .push((n.iface_id.clone(), net.clone(), counters));
+        let dev = VirtioMmioDevice::new_shared(b.guest_memory().clone(), net)
             .map_err(|e| format!("network interface '{}': {e}", n.iface_id))?;
         attach(b, dev)?;
     }
@@ -211,10 +215,6 @@ fn attach_devices(
         attach(b, dev)?;
     }
     Ok(handles)
-}
-
-fn unsupported(what: &str) -> Result<(), String> {
-    Err(format!("{what} is not supported by vmctl's VMM yet"))
 }
 
 impl VmmBackend for KvmBackend {
@@ -273,12 +273,6 @@ impl VmmBackend for KvmBackend {
     }
 
     fn patch_drive(&mut self, update: &BlockDeviceUpdateConfig) -> Result<(), String> {
-        if update.rate_limiter.is_some() {
-            unsupported("changing a drive's rate limiter after boot (path_on_host can change)")?;
-        }
-        let Some(path) = &update.path_on_host else {
-            return Ok(());
-        };
         let (_, block, _) = self
             .running()?
             .devices
@@ -286,15 +280,37 @@ impl VmmBackend for KvmBackend {
             .iter()
             .find(|(id, _, _)| *id == update.drive_id)
             .ok_or_else(|| format!("no drive '{}' is attached", update.drive_id))?;
-        block
+        let mut block = block
             .lock()
-            .map_err(|_| "the drive's lock is poisoned".to_string())?
-            .swap_backing(PathBuf::from(path))
-            .map_err(|e| format!("drive '{}': {e}", update.drive_id))
+            .map_err(|_| "the drive's lock is poisoned".to_string())?;
+        if let Some(path) = &update.path_on_host {
+            block
+                .swap_backing(PathBuf::from(path))
+                .map_err(|e| format!("drive '{}': {e}", update.drive_id))?;
+        }
+        if let Some(l) = limiter(&update.rate_limiter) {
+            block
+                .update_rate_limiter(l)
+                .map_err(|e| format!("drive '{}': {e}", update.drive_id))?;
+        }
+        Ok(())
     }
 
-    fn patch_net(&mut self, _update: &NetworkInterfaceUpdateConfig) -> Result<(), String> {
-        unsupported("changing a network interface's rate limiters after boot")
+    fn patch_net(&mut self, update: &NetworkInterfaceUpdateConfig) -> Result<(), String> {
+        let (_, net, _) = self
+            .running()?
+            .devices
+            .nets
+            .iter()
+            .find(|(id, _, _)| *id == update.iface_id)
+            .ok_or_else(|| format!("no network interface '{}' is attached", update.iface_id))?;
+        net.lock()
+            .map_err(|_| "the network interface's lock is poisoned".to_string())?
+            .update_rate_limiters(
+                limiter(&update.rx_rate_limiter),
+                limiter(&update.tx_rate_limiter),
+            )
+            .map_err(|e| format!("network interface '{}': {e}", update.iface_id))
     }
 
     fn configure_logger(&mut self, config: &LoggerConfig) -> Result<(), String> {
@@ -334,7 +350,7 @@ impl VmmBackend for KvmBackend {
             };
             m.block.insert(id.clone(), b);
         }
-        for (id, c) in &r.devices.nets {
+        for (id, _, c) in &r.devices.nets {
             let n = api::metrics::NetCounters {
                 rx_bytes: get(&c.rx_bytes),
                 tx_bytes: get(&c.tx_bytes),

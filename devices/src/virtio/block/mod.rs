@@ -140,10 +140,10 @@ impl Block {
             );
         }
         id[..n].copy_from_slice(&cfg.id.as_bytes()[..n]);
-        let limiter = cfg
-            .rate_limiter
-            .map(RateLimiter::new)
-            .transpose()
+        // Always a limiter (unlimited without a config), so its timer is registered at boot
+        // and PATCH /drives can set limits later.
+        let limiter = RateLimiter::new(cfg.rate_limiter.unwrap_or_default())
+            .map(Some)
             .map_err(|source| BlockError::RateLimiter {
                 id: cfg.id.clone(),
                 source,
@@ -187,6 +187,19 @@ impl Block {
         self.capacity = fresh.capacity;
         if let Some(a) = &self.active {
             a.interrupt.signal_config_change();
+        }
+        Ok(())
+    }
+
+    /// Replaces the rate limiter's buckets that `cfg` gives (size 0 turns a limit off).
+    pub fn update_rate_limiter(&mut self, cfg: RateLimiterConfig) -> Result<(), BlockError> {
+        if let Some(l) = self.limiter.as_mut() {
+            l.update(cfg).map_err(|source| BlockError::RateLimiter {
+                id: String::from_utf8_lossy(&self.id)
+                    .trim_end_matches('\0')
+                    .to_string(),
+                source,
+            })?;
         }
         Ok(())
     }

@@ -114,9 +114,11 @@ const EV_TX_LIMIT: u32 = 4;
 impl Net {
     pub fn new(cfg: NetConfig) -> Result<Self, NetError> {
         let tap = Tap::open(&cfg.tap_name)?;
+        // Always limiters (unlimited without a config), so their timers are registered at
+        // boot and PATCH /network-interfaces can set limits later.
         let limiter = |c: Option<RateLimiterConfig>| {
-            c.map(RateLimiter::new)
-                .transpose()
+            RateLimiter::new(c.unwrap_or_default())
+                .map(Some)
                 .map_err(|source| NetError::RateLimiter {
                     tap: cfg.tap_name.clone(),
                     source,
@@ -150,6 +152,24 @@ impl Net {
 
     pub fn tap_name(&self) -> &str {
         self.tap.name()
+    }
+
+    /// Replaces the buckets the given configs name (size 0 turns a limit off).
+    pub fn update_rate_limiters(
+        &mut self,
+        rx: Option<RateLimiterConfig>,
+        tx: Option<RateLimiterConfig>,
+    ) -> Result<(), NetError> {
+        let tap = self.tap.name().to_string();
+        for (l, c) in [(&mut self.rx_limiter, rx), (&mut self.tx_limiter, tx)] {
+            if let (Some(l), Some(c)) = (l.as_mut(), c) {
+                l.update(c).map_err(|source| NetError::RateLimiter {
+                    tap: tap.clone(),
+                    source,
+                })?;
+            }
+        }
+        Ok(())
     }
 
     /// The device's counters (shared; keep a clone before wrapping the device).
