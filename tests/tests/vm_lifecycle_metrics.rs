@@ -176,3 +176,59 @@ fn patch_drive_path_swaps_the_disk_under_a_running_guest() {
     assert!(n(&m["block"]["data"]["rate_limited"]) >= 1, "{m}");
     env.ok(&["rm", &id]);
 }
+
+#[test]
+fn vsock_counters_after_guest_and_host_initiated_streams() {
+    use std::io::{BufRead, BufReader, Read};
+    use std::os::unix::net::{UnixListener, UnixStream};
+    let env = VmEnv::new();
+    let socks = tempfile::tempdir().unwrap();
+    let uds = socks.path().join("v.sock");
+    let listener = UnixListener::bind(format!("{}_1234", uds.display())).unwrap();
+    let k = guest::build("virtio_vsock");
+    let spec = format!("cid=7,uds={}", uds.display());
+    let id = env
+        .ok(&[
+            "create",
+            "--kernel",
+            k.to_str().unwrap(),
+            "--memory",
+            "16",
+            "--vsock",
+            &spec,
+        ])
+        .trim()
+        .to_string();
+    let pid = env.pid(&id);
+    env.ok(&["start", &id]);
+    let t = Some(Duration::from_secs(20));
+    let (mut s, _) = listener.accept().unwrap();
+    s.set_read_timeout(t).unwrap();
+    let mut got = [0u8; 16];
+    s.read_exact(&mut got).unwrap();
+    assert_eq!(&got, b"hello-from-guest");
+    s.write_all(b"pong-from-host!!").unwrap();
+    assert_eq!(s.read(&mut got).unwrap(), 0);
+    let mut c = UnixStream::connect(&uds).unwrap();
+    c.set_read_timeout(t).unwrap();
+    c.write_all(b"CONNECT 52\n").unwrap();
+    let mut r = BufReader::new(c.try_clone().unwrap());
+    let mut line = String::new();
+    r.read_line(&mut line).unwrap();
+    assert!(line.starts_with("OK "), "{line:?}");
+    c.write_all(b"ping-over-vsock!").unwrap();
+    let mut echo = [0u8; 16];
+    r.read_exact(&mut echo).unwrap();
+    drop((r, c));
+    wait_for("the guest to finish", Duration::from_secs(30), || {
+        !process_alive(pid)
+    });
+    assert!(env.console(&id).contains("done"), "{}", env.console(&id));
+    let m = last_line(&env.vm_dir(&id).join("metrics.json"));
+    let v = &m["vsock"];
+    assert_eq!(n(&v["conns_added"]), 2, "{v}");
+    // Guest to host: "hello-from-guest" and the echo; host to guest: the pong and the ping.
+    assert_eq!(n(&v["tx_bytes"]), 32, "{v}");
+    assert!(n(&v["rx_bytes"]) >= 32, "{v}");
+    env.ok(&["rm", &id]);
+}

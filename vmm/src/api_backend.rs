@@ -45,6 +45,7 @@ struct Running {
 struct Devices {
     drives: Vec<(String, Arc<Mutex<Block>>, Arc<counters::BlockCounters>)>,
     nets: Vec<(String, Arc<Mutex<Net>>, Arc<counters::NetCounters>)>,
+    vsock: Option<Arc<counters::VsockCounters>>,
 }
 
 /// How the VM run by a [`KvmBackend`] ended: its exit reason (or the error that ended it) and
@@ -210,6 +211,7 @@ fn attach_devices(
             uds_path: PathBuf::from(&v.uds_path),
         };
         let vsock = Vsock::new(cfg).map_err(|e| format!("vsock: {e}"))?;
+        handles.vsock = Some(vsock.counters());
         let dev = VirtioMmioDevice::new(b.guest_memory().clone(), vsock)
             .map_err(|e| format!("vsock: {e}"))?;
         attach(b, dev)?;
@@ -361,6 +363,16 @@ impl VmmBackend for KvmBackend {
             };
             m.net.insert(id.clone(), n);
         }
+        m.vsock = r
+            .devices
+            .vsock
+            .as_ref()
+            .map(|c| api::metrics::VsockCounters {
+                rx_bytes: get(&c.rx_bytes),
+                tx_bytes: get(&c.tx_bytes),
+                conns_added: get(&c.conns_added),
+                conns_removed: get(&c.conns_removed),
+            });
         m
     }
 
