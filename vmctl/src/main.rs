@@ -15,7 +15,13 @@ fn main() {
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("VMCTL_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(cli.log_level.as_str())),
+                // A failed API request is reported by vmctl itself (not twice).
+                .unwrap_or_else(|_| {
+                    tracing_subscriber::EnvFilter::new(format!(
+                        "{},api::controller=error",
+                        cli.log_level
+                    ))
+                }),
         )
         .with_writer(std::io::stderr)
         .init();

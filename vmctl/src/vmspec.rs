@@ -2,7 +2,7 @@
 //! `--net`, `--vsock`) to the API's [`VmResources`]: `vmctl run --kernel` and `vmctl vm create`
 //! both boot through the same Firecracker-compatible configuration as `vmctl-vmm`.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 use anyhow::Context;
@@ -99,7 +99,7 @@ impl VmFlags {
         check.mem_mib = mem_mib;
         check.validate()?;
         check_devices(&mut self.disks, &self.nets, self.vsock.as_slice())?;
-        let mut ids = HashSet::new();
+        let mut ids = HashMap::new();
         for d in &self.disks {
             match std::fs::metadata(&d.path) {
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
@@ -108,10 +108,10 @@ impl VmFlags {
                 Ok(m) if m.is_dir() => return Err(BlockError::IsDirectory(d.path.clone()).into()),
                 _ => {}
             }
-            if !ids.insert(drive_id(&d.id)) {
+            if let Some(other) = ids.insert(drive_id(&d.id), d.id.clone()) {
                 anyhow::bail!(
-                    "--disk ids {:?} and another one both become drive id {:?}; use ids that \
-                     differ in letters or digits",
+                    "--disk ids {other:?} and {:?} both become API drive id {:?}; use ids \
+                     that differ in letters or digits",
                     d.id,
                     drive_id(&d.id)
                 );
