@@ -175,6 +175,8 @@ impl ContainerBuilder {
             .as_ref()
             .and_then(|l| l.cgroups_path().clone())
             .unwrap_or_else(|| PathBuf::from(format!("/vmctl-runtime/{}", self.id)));
+        let layout =
+            layout.for_resources(spec.linux().as_ref().and_then(|l| l.resources().as_ref()));
         let cgroup = Cgroup::new(layout.clone(), &cg_path)?;
         cgroup.create()?;
         cleanup.cgroup = Some(cgroup.clone());

@@ -100,6 +100,16 @@ pub fn validate(spec: &Spec, bundle: &Path, path: &Path) -> Result<()> {
                 "a new user namespace needs uid mappings",
             ));
         }
+        let new_uts = ns
+            .iter()
+            .any(|n| n.typ() == LinuxNamespaceType::Uts && n.path().is_none());
+        if spec.hostname().as_ref().is_some_and(|h| !h.is_empty()) && !new_uts {
+            return Err(bad(
+                path,
+                "hostname",
+                "setting a hostname needs a new uts namespace in linux.namespaces",
+            ));
+        }
         for m in spec.mounts().iter().flatten() {
             if !m.destination().is_absolute() {
                 return Err(bad(

@@ -83,7 +83,11 @@ pub(super) fn apply(dir: &Path, res: &LinuxResources) -> Result<()> {
                 } else {
                     (swap - limit).max(0)
                 };
-                set(dir, "memory.swap.max", &max(only_swap))?;
+                if dir.join("memory.swap.max").exists() {
+                    set(dir, "memory.swap.max", &max(only_swap))?;
+                } else {
+                    tracing::debug!("no swap accounting in this kernel; memory.swap ignored");
+                }
             }
         }
         if let Some(r) = mem.reservation() {
