@@ -178,11 +178,22 @@ impl ContainerBuilder {
         let layout =
             layout.for_resources(spec.linux().as_ref().and_then(|l| l.resources().as_ref()));
         let cgroup = Cgroup::new(layout.clone(), &cg_path)?;
-        cgroup.create()?;
-        cleanup.cgroup = Some(cgroup.clone());
-        if let Some(res) = spec.linux().as_ref().and_then(|l| l.resources().as_ref()) {
-            cgroup.apply(res)?;
-        }
+        let resources = spec.linux().as_ref().and_then(|l| l.resources().clone());
+        let cgroup = match cgroup.create() {
+            Ok(()) => {
+                cleanup.cgroup = Some(cgroup.clone());
+                if let Some(res) = &resources {
+                    cgroup.apply(res)?;
+                }
+                Some(cgroup)
+            }
+            // Rootless, best effort: without a delegated cgroup there are no limits.
+            Err(e) if !nix::unistd::geteuid().is_root() && !has_limits(resources.as_ref()) => {
+                tracing::warn!("rootless: running without a cgroup ({e})");
+                None
+            }
+            Err(e) => return Err(e),
+        };
         let gate = if self.fifo_start {
             let fifo = dir.join(FIFO);
             nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o622))
@@ -213,7 +224,7 @@ impl ContainerBuilder {
                 .duration_since(std::time::UNIX_EPOCH)
                 .map(|d| d.as_secs())
                 .unwrap_or(0),
-            cgroup: Some(cgroup.clone()),
+            cgroup: cgroup.clone(),
             overlay: overlay.clone(),
             owned_dirs: Vec::new(),
             annotations: spec.annotations().clone().unwrap_or_default(),
@@ -232,7 +243,7 @@ impl ContainerBuilder {
             init: self.init,
             seccomp: filters,
         };
-        let launched = launch(plan, ns, Some(&cgroup))?;
+        let launched = launch(plan, ns, cgroup.as_ref())?;
         cleanup.pid = launched.pid;
         st.pid = launched.pid;
         st.pid_start = state::proc_start(launched.pid).map(|s| s.0).unwrap_or(0);
@@ -243,6 +254,11 @@ impl ContainerBuilder {
             sock: Some(launched.sock),
         })
     }
+}
+
+/// Whether `res` asks for any limit (rootless mode can only run without).
+fn has_limits(res: Option<&oci_spec::runtime::LinuxResources>) -> bool {
+    res.is_some_and(|r| r.memory().is_some() || r.cpu().is_some() || r.pids().is_some())
 }
 
 /// Undoes a failed create.
