@@ -32,6 +32,7 @@ pub struct ContainerBuilder {
     spec: Option<Spec>,
     layers: Option<Vec<PathBuf>>,
     console: Option<OwnedFd>,
+    stdio: Option<[OwnedFd; 3]>,
     init: bool,
     fifo_start: bool,
     layout: Option<Layout>,
@@ -47,6 +48,7 @@ impl ContainerBuilder {
             spec: None,
             layers: None,
             console: None,
+            stdio: None,
             init: false,
             fifo_start: false,
             layout: None,
@@ -75,6 +77,12 @@ impl ContainerBuilder {
     /// A connected unix socket that receives the pty master (when `process.terminal`).
     pub fn console_socket(mut self, socket: OwnedFd) -> Self {
         self.console = Some(socket);
+        self
+    }
+
+    /// The workload's stdin, stdout and stderr (default: the caller's).
+    pub fn stdio(mut self, stdin: OwnedFd, stdout: OwnedFd, stderr: OwnedFd) -> Self {
+        self.stdio = Some([stdin, stdout, stderr]);
         self
     }
 
@@ -240,6 +248,7 @@ impl ContainerBuilder {
             exec_only: false,
             gate,
             console: self.console,
+            stdio: self.stdio,
             init: self.init,
             seccomp: filters,
         };
@@ -480,6 +489,16 @@ impl Container {
     /// Runs `process` inside the running container (its namespaces, cgroup, and the
     /// container's seccomp profile); returns its host pid (wait with [`wait_pid`]).
     pub fn exec(&self, process: Process, console: Option<OwnedFd>) -> Result<i32> {
+        self.exec_with_stdio(process, console, None)
+    }
+
+    /// [`Container::exec`] with the process' stdin, stdout and stderr.
+    pub fn exec_with_stdio(
+        &self,
+        process: Process,
+        console: Option<OwnedFd>,
+        stdio: Option<[OwnedFd; 3]>,
+    ) -> Result<i32> {
         self.require(&[Status::Running, Status::Created], "exec")?;
         let mut spec = self.spec()?;
         spec.set_process(Some(process));
@@ -498,6 +517,7 @@ impl Container {
             exec_only: true,
             gate: Gate::Socket,
             console,
+            stdio,
             init: false,
             seccomp: filters,
         };

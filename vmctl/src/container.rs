@@ -327,6 +327,13 @@ pub fn run(args: RunArgs) -> Result<i32> {
         ip: None,
     };
     std::fs::write(dir.join("meta.json"), serde_json::to_vec(&meta)?)?;
+    // docker: 127 when the command is not found, 126 when it cannot be run.
+    let exec_code = |e: &anyhow::Error| {
+        let m = format!("{e:#}");
+        m.contains("executable file not found")
+            .then_some(127)
+            .or(m.contains("exec \"").then_some(126))
+    };
     let r = if args.detach {
         run_detached(&args, spec, img, &id)
     } else {
@@ -335,7 +342,13 @@ pub fn run(args: RunArgs) -> Result<i32> {
     if r.is_err() || (args.rm && !args.detach) {
         let _ = std::fs::remove_dir_all(&dir);
     }
-    r
+    match r {
+        Err(e) if exec_code(&e).is_some() => {
+            eprintln!("vmctl: {e:#}");
+            Ok(exec_code(&e).unwrap_or(126))
+        }
+        r => r,
+    }
 }
 
 /// Creates, networks and starts the container; `console` receives its pty master.
