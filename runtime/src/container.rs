@@ -12,6 +12,7 @@ use oci_spec::runtime::{Process, Spec};
 use crate::cgroups::{Cgroup, Layout, Stats};
 use crate::child::{Gate, Plan};
 use crate::error::{Context, Error, Result};
+use crate::hooks::{self, Phase};
 use crate::launch::launch;
 use crate::namespaces::Namespaces;
 use crate::rootfs::Overlay;
@@ -222,6 +223,7 @@ impl ContainerBuilder {
         )
         .ctx(|| "save spec".into())?;
         let ns = Namespaces::from_spec(&spec)?;
+        let hooks = spec.hooks().clone();
         let mut st = State {
             id: self.id.clone(),
             bundle,
@@ -257,11 +259,13 @@ impl ContainerBuilder {
         st.pid = launched.pid;
         st.pid_start = state::proc_start(launched.pid).map(|s| s.0).unwrap_or(0);
         st.save(&self.root)?;
-        Ok(Container {
+        let c = Container {
             root: self.root,
             state: st,
             sock: Some(launched.sock),
-        })
+        };
+        hooks::run(hooks.as_ref(), Phase::Create, &c.oci_state())?;
+        Ok(c)
     }
 }
 
@@ -404,7 +408,17 @@ impl Container {
             self.start_fifo()?;
         }
         self.state.started = true;
-        self.state.save(&self.root)
+        self.state.save(&self.root)?;
+        self.run_hooks(Phase::Poststart);
+        Ok(())
+    }
+
+    /// Runs the spec's hooks of `phase`; failures are logged (poststart, poststop).
+    fn run_hooks(&self, phase: Phase) {
+        let hooks = self.spec().ok().and_then(|s| s.hooks().clone());
+        if let Err(e) = hooks::run(hooks.as_ref(), phase, &self.oci_state()) {
+            tracing::warn!("{e}");
+        }
     }
 
     fn start_fifo(&self) -> Result<()> {
@@ -563,6 +577,7 @@ impl Container {
             );
             std::thread::sleep(std::time::Duration::from_millis(1));
         }
+        self.run_hooks(Phase::Poststop);
         let dir = self.dir();
         std::fs::remove_dir_all(&dir).ctx(|| format!("remove {}", dir.display()))
     }

@@ -375,3 +375,42 @@ fn rootless_run_as_an_unprivileged_user() {
         .eq(["0", "1000", "1"]));
     assert!(!state.path().join(&id).exists());
 }
+
+#[test]
+fn hooks_get_the_state_and_a_failing_hook_fails_create() {
+    let b = Bundle::new("true");
+    let log = b.out.path().to_path_buf();
+    b.edit(|v| {
+        let hook = |name: &str| serde_json::json!({"path": "/bin/sh", "args": ["sh", "-c", format!("cat > {}/{name}", log.display())]});
+        v["hooks"] = serde_json::json!({
+            "createRuntime": [hook("create")], "poststart": [hook("poststart")], "poststop": [hook("poststop")]
+        });
+    });
+    let root = state_root();
+    let id = unique_id("hooks");
+    let o = rt(
+        root.path(),
+        &["run", "--bundle", b.dir.path().to_str().unwrap(), &id],
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    for (f, status) in [
+        ("create", "created"),
+        ("poststart", "running"),
+        ("poststop", "stopped"),
+    ] {
+        let v: serde_json::Value = serde_json::from_str(&read(&log, f)).unwrap_or_default();
+        assert_eq!(v["id"], id.as_str(), "{f}: {v}");
+        assert!(
+            v["status"] == status || (f == "poststart" && v["status"] == "stopped"),
+            "{f}: {v}"
+        );
+    }
+    b.edit(|v| v["hooks"] = serde_json::json!({"createRuntime": [{"path": "/bin/false"}]}));
+    let o = rt(
+        root.path(),
+        &["create", "--bundle", b.dir.path().to_str().unwrap(), &id],
+    );
+    assert!(!o.status.success());
+    assert!(stderr(&o).contains("/bin/false"), "{}", stderr(&o));
+    assert_nothing_left(root.path(), &id, b.rootfs.path());
+}

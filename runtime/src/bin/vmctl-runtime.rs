@@ -433,7 +433,7 @@ fn features() -> serde_json::Value {
     serde_json::json!({
         "ociVersionMin": "1.0.0",
         "ociVersionMax": "1.2.0",
-        "hooks": [],
+        "hooks": ["prestart", "createRuntime", "poststart", "poststop"],
         "mountOptions": ["ro","rw","nosuid","suid","nodev","dev","noexec","exec","bind","rbind",
             "private","rprivate","shared","rshared","slave","rslave","relatime","noatime","strictatime"],
         "linux": {
