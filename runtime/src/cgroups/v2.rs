@@ -162,3 +162,14 @@ pub(super) fn freeze(dir: &Path, frozen: bool) -> Result<()> {
 pub(super) fn is_frozen(dir: &Path) -> bool {
     read_key(&dir.join("cgroup.events"), "frozen") == Some(1)
 }
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn shares_convert_like_other_runtimes() {
+        assert_eq!(super::shares_to_weight(2), 1);
+        assert_eq!(super::shares_to_weight(1024), 39);
+        assert_eq!(super::shares_to_weight(262144), 10000);
+        assert_eq!(super::shares_to_weight(0), 100);
+    }
+}
