@@ -238,6 +238,7 @@ impl ContainerBuilder {
             overlay: overlay.clone(),
             owned_dirs: Vec::new(),
             annotations: spec.annotations().clone().unwrap_or_default(),
+            hooks: spec.hooks().is_some(),
         };
         st.save(&self.root)?;
         let plan = Plan {
@@ -415,6 +416,9 @@ impl Container {
 
     /// Runs the spec's hooks of `phase`; failures are logged (poststart, poststop).
     fn run_hooks(&self, phase: Phase) {
+        if !self.state.hooks {
+            return;
+        }
         let hooks = self.spec().ok().and_then(|s| s.hooks().clone());
         if let Err(e) = hooks::run(hooks.as_ref(), phase, &self.oci_state()) {
             tracing::warn!("{e}");
