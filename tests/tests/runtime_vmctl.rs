@@ -132,6 +132,9 @@ fn memory_limit_and_bad_values() {
     let o = v.run(&["run", "--rm", "--memory", "lots", img, "--", "true"]);
     assert_eq!(o.status.code(), Some(125));
     assert!(text(&o.stderr).contains("lots"), "{}", text(&o.stderr));
+    let o = v.run(&["run", "--rm", "--network", "none", img, "--", "nosuchcmd"]);
+    assert_eq!(o.status.code(), Some(127), "{}", text(&o.stderr));
+    assert!(text(&o.stderr).contains("nosuchcmd"));
     let o = v.run(&["run", "--rm", "/nonexistent-image", "--", "true"]);
     assert!(text(&o.stderr).contains("nonexistent-image"));
 }

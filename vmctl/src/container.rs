@@ -3,7 +3,7 @@
 //! (meta.json, container.log, exit_code) and the runtime's state in `$VMCTL_ROOT/runtime/`.
 
 use std::io::{Read, Write};
-use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 
@@ -14,103 +14,10 @@ use serde::{Deserialize, Serialize};
 
 use crate::cli::{ExecArgs, RunArgs};
 
-/// The one place that knows the image store and the bridge network (see `backend`).
-mod backend {
-    use std::path::{Path, PathBuf};
+mod backend;
+mod term;
 
-    use anyhow::{bail, Context, Result};
-
-    /// What vmctl needs of an image.
-    pub struct Image {
-        pub reference: String,
-        /// Layer directories, bottom first.
-        pub layers: Vec<PathBuf>,
-        pub env: Vec<String>,
-        pub cmd: Vec<String>,
-        pub entrypoint: Vec<String>,
-        pub workdir: Option<String>,
-        pub user: Option<String>,
-    }
-
-    /// Resolves IMAGE: a rootfs directory, or the default busybox image when left out.
-    // Until runtime::image lands: ImageStore::open(root)?.get(name) / .ensure_default().
-    pub fn image(state: &Path, name: Option<&str>) -> Result<Image> {
-        let (reference, dir) = match name {
-            Some(n) if Path::new(n).is_dir() => (n.to_string(), PathBuf::from(n)),
-            Some(n) => bail!("image {n:?} not found: the image store is not in this build; pass a rootfs directory"),
-            None => ("busybox".to_string(), default_rootfs(state)?),
-        };
-        let dir = dir
-            .canonicalize()
-            .with_context(|| format!("image {}", dir.display()))?;
-        Ok(Image {
-            reference,
-            layers: vec![dir],
-            env: vec!["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".into()],
-            cmd: vec!["sh".into()],
-            entrypoint: Vec::new(),
-            workdir: None,
-            user: None,
-        })
-    }
-
-    /// A busybox rootfs built once from the host's static busybox.
-    fn default_rootfs(state: &Path) -> Result<PathBuf> {
-        let dir = state.join("images/busybox");
-        if dir.join("bin/busybox").exists() {
-            return Ok(dir);
-        }
-        let tmp = state.join(format!("images/.busybox-{}", std::process::id()));
-        for d in ["bin", "proc", "dev", "sys", "tmp", "etc", "root"] {
-            std::fs::create_dir_all(tmp.join(d))?;
-        }
-        std::fs::copy("/bin/busybox", tmp.join("bin/busybox"))
-            .context("copy /bin/busybox (install busybox-static)")?;
-        let list = std::process::Command::new("/bin/busybox")
-            .arg("--list")
-            .output()?;
-        for applet in String::from_utf8_lossy(&list.stdout)
-            .lines()
-            .filter(|a| *a != "busybox")
-        {
-            std::os::unix::fs::symlink("busybox", tmp.join("bin").join(applet))?;
-        }
-        std::fs::write(
-            tmp.join("etc/passwd"),
-            "root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534::/:/bin/sh\n",
-        )?;
-        std::fs::write(tmp.join("etc/group"), "root:x:0:\nnogroup:x:65534:\n")?;
-        if std::fs::rename(&tmp, &dir).is_err() {
-            let _ = std::fs::remove_dir_all(&tmp); // another vmctl won the race
-        }
-        Ok(dir)
-    }
-
-    /// Connects the container (its network namespace, via its pid) to the network.
-    // Until runtime::network lands: BridgeNetwork::open(state)?.attach(id, pid, &publish).
-    pub fn attach(
-        _state: &Path,
-        _id: &str,
-        _pid: i32,
-        mode: &str,
-        publish: &[String],
-    ) -> Result<Option<String>> {
-        if mode == "bridge" {
-            if !publish.is_empty() {
-                bail!(
-                    "-p needs the bridge network, which is not in this build; use --network host"
-                );
-            }
-            tracing::info!(
-                "bridge networking is not in this build: the container has loopback only"
-            );
-        }
-        Ok(None)
-    }
-
-    /// Undoes `attach`.
-    pub fn detach(_state: &Path, _id: &str) {}
-}
+use term::{block_signals, proxy_tty, wait_forwarding};
 
 /// vmctl's own record of a container.
 #[derive(Serialize, Deserialize)]
@@ -327,6 +234,13 @@ pub fn run(args: RunArgs) -> Result<i32> {
         ip: None,
     };
     std::fs::write(dir.join("meta.json"), serde_json::to_vec(&meta)?)?;
+    // docker: 127 when the command is not found, 126 when it cannot be run.
+    let exec_code = |e: &anyhow::Error| {
+        let m = format!("{e:#}");
+        m.contains("executable file not found")
+            .then_some(127)
+            .or(m.contains("exec \"").then_some(126))
+    };
     let r = if args.detach {
         run_detached(&args, spec, img, &id)
     } else {
@@ -335,7 +249,13 @@ pub fn run(args: RunArgs) -> Result<i32> {
     if r.is_err() || (args.rm && !args.detach) {
         let _ = std::fs::remove_dir_all(&dir);
     }
-    r
+    match r {
+        Err(e) if exec_code(&e).is_some() => {
+            eprintln!("vmctl: {e:#}");
+            Ok(exec_code(&e).unwrap_or(126))
+        }
+        r => r,
+    }
 }
 
 /// Creates, networks and starts the container; `console` receives its pty master.
@@ -453,93 +373,6 @@ fn run_detached(args: &RunArgs, spec: Spec, img: backend::Image, id: &str) -> Re
             }
             println!("{id}");
             Ok(0)
-        }
-    }
-}
-
-fn block_signals() -> Result<nix::sys::signal::SigSet> {
-    use nix::sys::signal::{SigSet, SigmaskHow, Signal};
-    let mut set = SigSet::empty();
-    for s in [
-        Signal::SIGINT,
-        Signal::SIGTERM,
-        Signal::SIGHUP,
-        Signal::SIGQUIT,
-        Signal::SIGCHLD,
-        Signal::SIGWINCH,
-    ] {
-        set.add(s);
-    }
-    nix::sys::signal::sigprocmask(SigmaskHow::SIG_BLOCK, Some(&set), None)?;
-    Ok(set)
-}
-
-/// Waits for `pid`, handing other signals to `forward`; returns the docker-style exit code.
-fn wait_forwarding(pid: i32, set: &nix::sys::signal::SigSet, forward: impl Fn(i32)) -> Result<i32> {
-    use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
-    loop {
-        match waitpid(nix::unistd::Pid::from_raw(pid), Some(WaitPidFlag::WNOHANG))? {
-            WaitStatus::Exited(_, code) => return Ok(code),
-            WaitStatus::Signaled(_, s, _) => return Ok(128 + s as i32),
-            _ => {}
-        }
-        match set.wait()? {
-            nix::sys::signal::Signal::SIGCHLD => {}
-            nix::sys::signal::Signal::SIGWINCH => {}
-            s => forward(s as i32),
-        }
-    }
-}
-
-/// Raw mode on our terminal (restored on drop) and two copy threads between it and `master`.
-fn proxy_tty(master: OwnedFd) -> Result<TermGuard> {
-    use nix::sys::termios::{cfmakeraw, tcgetattr, tcsetattr, SetArg};
-    let stdin = std::io::stdin();
-    let saved = tcgetattr(stdin.as_fd()).ok();
-    if let Some(t) = &saved {
-        let mut raw = t.clone();
-        cfmakeraw(&mut raw);
-        let _ = tcsetattr(stdin.as_fd(), SetArg::TCSANOW, &raw);
-        // SAFETY: TIOCGWINSZ/TIOCSWINSZ with a winsize that lives across both calls.
-        unsafe {
-            let mut ws: libc::winsize = std::mem::zeroed();
-            if libc::ioctl(stdin.as_raw_fd(), libc::TIOCGWINSZ, &mut ws) == 0 {
-                libc::ioctl(master.as_raw_fd(), libc::TIOCSWINSZ, &ws);
-            }
-        }
-    }
-    let mut m_in = std::fs::File::from(master.try_clone()?);
-    let mut m_out = std::fs::File::from(master);
-    std::thread::spawn(move || {
-        let _ = std::io::copy(&mut std::io::stdin(), &mut m_in);
-    });
-    std::thread::spawn(move || {
-        let mut buf = [0u8; 4096];
-        while let Ok(n) = m_out.read(&mut buf) {
-            if n == 0
-                || std::io::stdout()
-                    .write_all(&buf[..n])
-                    .and_then(|_| std::io::stdout().flush())
-                    .is_err()
-            {
-                break;
-            }
-        }
-    });
-    Ok(TermGuard(saved))
-}
-
-/// Restores our terminal's mode when dropped.
-struct TermGuard(Option<nix::sys::termios::Termios>);
-
-impl Drop for TermGuard {
-    fn drop(&mut self) {
-        if let Some(t) = &self.0 {
-            let _ = nix::sys::termios::tcsetattr(
-                std::io::stdin().as_fd(),
-                nix::sys::termios::SetArg::TCSANOW,
-                t,
-            );
         }
     }
 }
