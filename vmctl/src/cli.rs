@@ -209,10 +209,18 @@ pub struct RunArgs {
     /// User (uid[:gid]) to run as.
     #[arg(short = 'u', long)]
     pub user: Option<String>,
-    /// Network: none, host or bridge.
+    /// Network: bridge (own netns on the --bridge with NAT), none (loopback only) or host.
     #[arg(long, default_value = "bridge")]
     pub network: String,
-    /// Publish a port HOST:CONTAINER[/tcp] (repeatable).
+    /// Bridge device of --network bridge, created if missing.
+    #[arg(long, env = "VMCTL_BRIDGE", default_value = "vmctl0")]
+    pub bridge: String,
+    /// Subnet of --bridge (the bridge gets its first address); used when the bridge is created.
+    #[arg(long, env = "VMCTL_SUBNET", default_value = "10.88.0.0/16")]
+    pub subnet: String,
+    #[command(flatten)]
+    pub store: StoreArgs,
+    /// Publish a port [HOST_IP:]HOST:CONTAINER[/tcp|udp] (repeatable; --network bridge).
     #[arg(short = 'p', long = "publish")]
     pub publish: Vec<String>,
     /// Name of the container or VM.

@@ -13,6 +13,8 @@ use runtime::{Container, ContainerBuilder, Status};
 use serde::{Deserialize, Serialize};
 
 use crate::cli::{ExecArgs, RunArgs};
+use backend::NetSettings;
+use runtime::network::NetworkMode;
 
 mod backend;
 mod term;
@@ -29,6 +31,27 @@ struct Meta {
     created: u64,
     network: String,
     ip: Option<String>,
+    /// The bridge and subnet of `--network bridge`, for detaching.
+    #[serde(default)]
+    bridge: Option<String>,
+    #[serde(default)]
+    subnet: Option<String>,
+}
+
+impl Meta {
+    /// Undoes the container's bridge attachment (idempotent).
+    fn detach(&self) {
+        let (Some(name), Some(subnet)) = (&self.bridge, &self.subnet) else {
+            return;
+        };
+        let Ok(subnet) = subnet.parse() else { return };
+        let cfg = runtime::network::BridgeConfig {
+            name: name.clone(),
+            subnet,
+            state_dir: state_root().join("network"),
+        };
+        backend::detach(&cfg, &self.id);
+    }
 }
 
 fn state_root() -> PathBuf {
@@ -116,7 +139,7 @@ fn bind(src: &str, dst: &str, ro: bool) -> Result<Mount> {
 }
 
 /// The OCI spec for `vmctl run` (docker defaults from the runtime library, then the flags).
-fn build_spec(args: &RunArgs, img: &backend::Image, id: &str) -> Result<Spec> {
+fn build_spec(args: &RunArgs, img: &backend::Image, net: &NetSettings, id: &str) -> Result<Spec> {
     let mut argv = img.entrypoint.clone();
     argv.extend(if args.command.is_empty() {
         img.cmd.clone()
@@ -129,6 +152,12 @@ fn build_spec(args: &RunArgs, img: &backend::Image, id: &str) -> Result<Spec> {
     let mut spec = runtime::spec::docker_default(argv, Path::new("/"));
     let mut p = spec.process().clone().unwrap_or_default();
     let mut env = img.env.clone();
+    if !env.iter().any(|e| e.starts_with("PATH=")) {
+        env.insert(
+            0,
+            "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".into(),
+        );
+    }
     env.push(format!("HOSTNAME={id}"));
     if args.tty {
         env.push("TERM=xterm".into());
@@ -147,7 +176,12 @@ fn build_spec(args: &RunArgs, img: &backend::Image, id: &str) -> Result<Spec> {
             .or(img.workdir.clone())
             .unwrap_or_else(|| "/".into()),
     ));
-    if let Some(u) = args.user.as_ref().or(img.user.as_ref()) {
+    let user = match (&args.user, &img.user) {
+        (Some(u), _) => Some(u.clone()),
+        (None, Some(u)) => Some(backend::user_ids(&img.layers, u)?),
+        (None, None) => None,
+    };
+    if let Some(u) = &user {
         let (uid, gid) = parse_user(u)?;
         let mut usr = p.user().clone();
         usr.set_uid(uid);
@@ -188,8 +222,8 @@ fn build_spec(args: &RunArgs, img: &backend::Image, id: &str) -> Result<Spec> {
     }
     v["linux"]["cgroupsPath"] = serde_json::json!(format!("/vmctl/{id}"));
     let mut spec: Spec = serde_json::from_value(v)?;
-    match args.network.as_str() {
-        "host" => {
+    match net.mode {
+        NetworkMode::Host => {
             let mut linux = spec.linux().clone().unwrap_or_default();
             let ns = linux.namespaces().clone().unwrap_or_default();
             linux.set_namespaces(Some(
@@ -199,8 +233,7 @@ fn build_spec(args: &RunArgs, img: &backend::Image, id: &str) -> Result<Spec> {
             ));
             spec.set_linux(Some(linux));
         }
-        "none" | "bridge" => {}
-        other => bail!("--network {other:?}: use none, host or bridge"),
+        NetworkMode::None | NetworkMode::Bridge => {}
     }
     Ok(spec)
 }
@@ -214,8 +247,15 @@ pub fn run(args: RunArgs) -> Result<i32> {
     if all_meta().iter().any(|m| m.name == name) {
         bail!("the name {name:?} is in use; `vmctl rm {name}` or pick another --name");
     }
-    let img = backend::image(&state_root(), args.image.as_deref())?;
-    let spec = build_spec(&args, &img, &id)?;
+    let net = backend::net_settings(
+        &state_root(),
+        &args.network,
+        &args.publish,
+        &args.bridge,
+        &args.subnet,
+    )?;
+    let img = backend::image(&args.store, args.image.as_deref())?;
+    let spec = build_spec(&args, &img, &net, &id)?;
     let dir = meta_root().join(&id);
     std::fs::create_dir_all(&dir).with_context(|| format!("create {}", dir.display()))?;
     let meta = Meta {
@@ -230,8 +270,10 @@ pub fn run(args: RunArgs) -> Result<i32> {
         created: std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)?
             .as_secs(),
-        network: args.network.clone(),
+        network: backend::mode_name(net.mode).into(),
         ip: None,
+        bridge: (net.mode == NetworkMode::Bridge).then(|| net.bridge.name.clone()),
+        subnet: (net.mode == NetworkMode::Bridge).then(|| net.bridge.subnet.to_string()),
     };
     std::fs::write(dir.join("meta.json"), serde_json::to_vec(&meta)?)?;
     // docker: 127 when the command is not found, 126 when it cannot be run.
@@ -242,9 +284,9 @@ pub fn run(args: RunArgs) -> Result<i32> {
             .or(m.contains("exec \"").then_some(126))
     };
     let r = if args.detach {
-        run_detached(&args, spec, img, &id)
+        run_detached(&args, &net, spec, img, &id)
     } else {
-        run_foreground(&args, spec, img, &id)
+        run_foreground(&args, &net, spec, img, &id)
     };
     if r.is_err() || (args.rm && !args.detach) {
         let _ = std::fs::remove_dir_all(&dir);
@@ -261,6 +303,7 @@ pub fn run(args: RunArgs) -> Result<i32> {
 /// Creates, networks and starts the container; `console` receives its pty master.
 fn launch(
     args: &RunArgs,
+    net: &NetSettings,
     spec: Spec,
     img: backend::Image,
     id: &str,
@@ -274,28 +317,33 @@ fn launch(
         b = b.console_socket(c);
     }
     let mut c = b.create()?;
-    let started = backend::attach(&state_root(), id, c.pid(), &args.network, &args.publish)
-        .and_then(|ip| {
-            if let Some(ip) = ip {
-                if let Some(mut m) = load_meta(id) {
-                    m.ip = Some(ip);
-                    let _ = std::fs::write(
-                        meta_root().join(id).join("meta.json"),
-                        serde_json::to_vec(&m)?,
-                    );
-                }
+    let started = backend::attach(net, id, c.pid()).and_then(|ip| {
+        if let Some(ip) = ip {
+            if let Some(mut m) = load_meta(id) {
+                m.ip = Some(ip);
+                let _ = std::fs::write(
+                    meta_root().join(id).join("meta.json"),
+                    serde_json::to_vec(&m)?,
+                );
             }
-            Ok(c.start()?)
-        });
+        }
+        Ok(c.start()?)
+    });
     if let Err(e) = started {
-        backend::detach(&state_root(), id);
+        backend::detach(&net.bridge, id);
         let _ = c.delete(true);
         return Err(e);
     }
     Ok(c)
 }
 
-fn run_foreground(args: &RunArgs, spec: Spec, img: backend::Image, id: &str) -> Result<i32> {
+fn run_foreground(
+    args: &RunArgs,
+    net: &NetSettings,
+    spec: Spec,
+    img: backend::Image,
+    id: &str,
+) -> Result<i32> {
     if !args.interactive {
         // docker gives a non-interactive container /dev/null as stdin.
         let null = std::fs::File::open("/dev/null")?;
@@ -307,7 +355,7 @@ fn run_foreground(args: &RunArgs, spec: Spec, img: backend::Image, id: &str) -> 
     } else {
         (None, None)
     };
-    let c = launch(args, spec, img, id, theirs.map(OwnedFd::from))?;
+    let c = launch(args, net, spec, img, id, theirs.map(OwnedFd::from))?;
     let _raw = match ours {
         Some(sock) => Some(proxy_tty(runtime::console::recv_fd(sock.as_fd())?)?),
         None => None,
@@ -317,14 +365,20 @@ fn run_foreground(args: &RunArgs, spec: Spec, img: backend::Image, id: &str) -> 
     })?;
     drop(_raw);
     let _ = std::fs::write(meta_root().join(id).join("exit_code"), code.to_string());
+    backend::detach(&net.bridge, id);
     if args.rm {
-        backend::detach(&state_root(), id);
         c.delete(true)?;
     }
     Ok(code)
 }
 
-fn run_detached(args: &RunArgs, spec: Spec, img: backend::Image, id: &str) -> Result<i32> {
+fn run_detached(
+    args: &RunArgs,
+    net: &NetSettings,
+    spec: Spec,
+    img: backend::Image,
+    id: &str,
+) -> Result<i32> {
     let dir = meta_root().join(id);
     let log = std::fs::OpenOptions::new()
         .create(true)
@@ -340,14 +394,14 @@ fn run_detached(args: &RunArgs, spec: Spec, img: backend::Image, id: &str) -> Re
             let _ = nix::unistd::dup2_stdin(null.as_fd());
             let _ = nix::unistd::dup2_stdout(log.as_fd());
             let _ = nix::unistd::dup2_stderr(log.as_fd());
-            let code = match launch(args, spec, img, id, None) {
+            let code = match launch(args, net, spec, img, id, None) {
                 Ok(c) => {
                     let _ = wr.write_all(b"ok\n");
                     drop(wr);
                     let code = c.wait().unwrap_or(255);
                     let _ = std::fs::write(dir.join("exit_code"), code.to_string());
+                    backend::detach(&net.bridge, id);
                     if args.rm {
-                        backend::detach(&state_root(), id);
                         let _ = c.delete(true);
                         let _ = std::fs::remove_dir_all(&dir);
                     }
@@ -460,6 +514,9 @@ pub fn stop(list: &[String], grace: u64) -> Result<i32> {
                 std::thread::sleep(std::time::Duration::from_millis(20));
             }
         }
+        if c.status() == Status::Stopped {
+            m.detach(); // the monitor does too; this covers a monitor that was killed
+        }
         println!("{what}");
     }
     Ok(0)
@@ -475,7 +532,7 @@ pub fn rm(list: &[String], force: bool) -> Result<i32> {
             Err(runtime::Error::NotFound { .. }) => {}
             Err(e) => return Err(e.into()),
         }
-        backend::detach(&state_root(), &m.id);
+        m.detach();
         std::fs::remove_dir_all(meta_root().join(&m.id))?;
         println!("{what}");
     }

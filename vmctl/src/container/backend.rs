@@ -1,13 +1,17 @@
-//! The one place that knows the image store and the bridge network (runtime::image,
-//! runtime::network from the image/network work). Until those land: a rootfs directory or the
-//! default busybox image, and loopback-only networking.
+//! The one place that knows the image store (`runtime::image`, via `crate::images`) and the
+//! bridge network (`runtime::network`).
 
 use std::path::{Path, PathBuf};
 
-use anyhow::{bail, Context, Result};
+use anyhow::{bail, Result};
+use runtime::image::ImageError;
+use runtime::network::{BridgeConfig, Ipv4Net, NetworkMode, PortMapping};
+
+use crate::cli::StoreArgs;
 
 /// What vmctl needs of an image.
 pub struct Image {
+    /// The name it was asked for (or the default image's name).
     pub reference: String,
     /// Layer directories, bottom first.
     pub layers: Vec<PathBuf>,
@@ -18,79 +22,143 @@ pub struct Image {
     pub user: Option<String>,
 }
 
-/// Resolves IMAGE: a rootfs directory, or the default busybox image when left out.
-// Until runtime::image lands: ImageStore::open(root)?.get(name) / .ensure_default().
-pub fn image(state: &Path, name: Option<&str>) -> Result<Image> {
-    let (reference, dir) = match name {
-        Some(n) if Path::new(n).is_dir() => (n.to_string(), PathBuf::from(n)),
-        Some(n) => bail!(
-            "image {n:?} not found: the image store is not in this build; pass a rootfs directory"
-        ),
-        None => ("busybox".to_string(), default_rootfs(state)?),
+/// Resolves IMAGE (name, id or id prefix) in the image store; the embedded default image
+/// when left out.
+pub fn image(store: &StoreArgs, name: Option<&str>) -> Result<Image> {
+    let img = match crate::images::resolve(store, name) {
+        Ok(img) => img,
+        Err(e) => match (e.downcast_ref::<ImageError>(), name) {
+            (Some(ImageError::NotFound(_)), Some(n)) => bail!(
+                "image {n:?} not found in {}; import it with `vmctl image import PATH --name {n}` \
+                 (PATH: a root filesystem directory or tarball, an OCI layout or a `docker save` \
+                 tar), see `vmctl images`",
+                store.root.display()
+            ),
+            _ => return Err(e),
+        },
     };
-    let dir = dir
-        .canonicalize()
-        .with_context(|| format!("image {}", dir.display()))?;
+    let reference = name
+        .map(str::to_string)
+        .or_else(|| img.names.first().cloned())
+        .unwrap_or_else(|| img.id.clone());
     Ok(Image {
         reference,
-        layers: vec![dir],
-        env: vec!["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".into()],
-        cmd: vec!["sh".into()],
-        entrypoint: Vec::new(),
-        workdir: None,
-        user: None,
+        layers: img.layers,
+        env: img.config.env,
+        cmd: img.config.cmd,
+        entrypoint: img.config.entrypoint,
+        workdir: img.config.workdir,
+        user: img.config.user,
     })
 }
 
-/// A busybox rootfs built once from the host's static busybox.
-fn default_rootfs(state: &Path) -> Result<PathBuf> {
-    let dir = state.join("images/busybox");
-    if dir.join("bin/busybox").exists() {
-        return Ok(dir);
-    }
-    let tmp = state.join(format!("images/.busybox-{}", std::process::id()));
-    for d in ["bin", "proc", "dev", "sys", "tmp", "etc", "root"] {
-        std::fs::create_dir_all(tmp.join(d))?;
-    }
-    std::fs::copy("/bin/busybox", tmp.join("bin/busybox"))
-        .context("copy /bin/busybox (install busybox-static)")?;
-    let list = std::process::Command::new("/bin/busybox")
-        .arg("--list")
-        .output()?;
-    for applet in String::from_utf8_lossy(&list.stdout)
-        .lines()
-        .filter(|a| *a != "busybox")
-    {
-        std::os::unix::fs::symlink("busybox", tmp.join("bin").join(applet))?;
-    }
-    std::fs::write(
-        tmp.join("etc/passwd"),
-        "root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534::/:/bin/sh\n",
-    )?;
-    std::fs::write(tmp.join("etc/group"), "root:x:0:\nnogroup:x:65534:\n")?;
-    if std::fs::rename(&tmp, &dir).is_err() {
-        let _ = std::fs::remove_dir_all(&tmp); // another vmctl won the race
-    }
-    Ok(dir)
+/// Resolves a user name of the image (`USER nobody`) through the image's /etc/passwd and
+/// /etc/group (top layer first); numeric ids and "root" pass through.
+pub fn user_ids(layers: &[PathBuf], user: &str) -> Result<String> {
+    let (u, g) = user.split_once(':').unwrap_or((user, ""));
+    let lookup = |file: &str, name: &str, field: usize| -> Option<String> {
+        if name.is_empty() || name == "root" || name.parse::<u32>().is_ok() {
+            return Some(name.to_string());
+        }
+        let text = layers
+            .iter()
+            .rev()
+            .find_map(|l| std::fs::read_to_string(l.join(file)).ok())?;
+        text.lines().find_map(|l| {
+            let f: Vec<&str> = l.split(':').collect();
+            (f.first() == Some(&name)).then(|| f.get(field).map(|s| s.to_string()))?
+        })
+    };
+    let uid = lookup("etc/passwd", u, 2).ok_or_else(|| {
+        anyhow::anyhow!("user {u:?} of the image is not in its /etc/passwd; use --user UID[:GID]")
+    })?;
+    let gid = if g.is_empty() {
+        // The user's primary group from passwd, as docker does.
+        lookup("etc/passwd", u, 3).filter(|_| u.parse::<u32>().is_err() && u != "root")
+    } else {
+        Some(lookup("etc/group", g, 2).ok_or_else(|| {
+            anyhow::anyhow!("group {g:?} of the image is not in its /etc/group; use --user UID:GID")
+        })?)
+    };
+    Ok(match gid {
+        Some(gid) => format!("{uid}:{gid}"),
+        None => uid,
+    })
 }
 
-/// Connects the container (its network namespace, via its pid) to the network.
-// Until runtime::network lands: BridgeNetwork::open(state)?.attach(id, pid, &publish).
-pub fn attach(
-    _state: &Path,
-    _id: &str,
-    _pid: i32,
+/// The network settings of `vmctl run`, checked before anything is created.
+#[derive(Clone, Debug)]
+pub struct NetSettings {
+    pub mode: NetworkMode,
+    pub bridge: BridgeConfig,
+    pub publish: Vec<PortMapping>,
+}
+
+/// Parses --network, -p, --bridge and --subnet; IPAM state lives under `state/network`.
+pub fn net_settings(
+    state: &Path,
     mode: &str,
     publish: &[String],
-) -> Result<Option<String>> {
-    if mode == "bridge" {
-        if !publish.is_empty() {
-            bail!("-p needs the bridge network, which is not in this build; use --network host");
-        }
-        tracing::info!("bridge networking is not in this build: the container has loopback only");
+    bridge: &str,
+    subnet: &str,
+) -> Result<NetSettings> {
+    let mode: NetworkMode = mode
+        .parse()
+        .map_err(|e| anyhow::anyhow!("--network {mode:?}: {e}"))?;
+    let publish = publish
+        .iter()
+        .map(|p| p.parse().map_err(|e| anyhow::anyhow!("-p {p:?}: {e}")))
+        .collect::<Result<Vec<PortMapping>>>()?;
+    if mode != NetworkMode::Bridge && !publish.is_empty() {
+        bail!(
+            "-p {}: publishing ports needs --network bridge (the default), not {mode:?}",
+            publish[0]
+        );
     }
-    Ok(None)
+    let subnet: Ipv4Net = subnet
+        .parse()
+        .map_err(|e| anyhow::anyhow!("--subnet {subnet:?}: {e}"))?;
+    if subnet.prefix() > 30 {
+        bail!("--subnet {subnet}: too small; use a /30 or larger subnet like 10.88.0.0/16");
+    }
+    let ok = !bridge.is_empty()
+        && bridge.len() <= 15
+        && bridge
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "_.-".contains(c));
+    if !ok {
+        bail!("--bridge {bridge:?}: use 1 to 15 letters, digits, '_', '.' or '-'");
+    }
+    Ok(NetSettings {
+        mode,
+        bridge: BridgeConfig {
+            name: bridge.to_string(),
+            subnet,
+            state_dir: state.join("network"),
+        },
+        publish,
+    })
 }
 
-/// Undoes `attach`.
-pub fn detach(_state: &Path, _id: &str) {}
+/// Connects the container (its network namespace, via its pid) to the network; returns its
+/// address on the bridge.
+pub fn attach(net: &NetSettings, id: &str, pid: i32) -> Result<Option<String>> {
+    let att = runtime::network::connect(net.mode, &net.bridge, id, pid, &net.publish)
+        .map_err(|e| anyhow::anyhow!("--network {:?}: {e}", mode_name(net.mode)))?;
+    Ok(att.map(|a| a.ip.to_string()))
+}
+
+/// Undoes `attach` (idempotent): veth, port rules and the address go.
+pub fn detach(bridge: &BridgeConfig, id: &str) {
+    if let Err(e) = runtime::network::disconnect(bridge, id) {
+        tracing::warn!("detach {id} from {}: {e}", bridge.name);
+    }
+}
+
+pub fn mode_name(m: NetworkMode) -> &'static str {
+    match m {
+        NetworkMode::None => "none",
+        NetworkMode::Host => "host",
+        NetworkMode::Bridge => "bridge",
+    }
+}
