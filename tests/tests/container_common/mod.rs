@@ -11,7 +11,9 @@ use runtime::network::{BridgeConfig, BridgeNetwork};
 
 #[path = "../runtime_common/mod.rs"]
 mod runtime_common;
-pub use runtime_common::{cgroup_dirs, mounts_mentioning, vmctl_bin, Rootfs};
+#[allow(unused_imports)]
+pub use runtime_common::Rootfs;
+pub use runtime_common::{cgroup_dirs, mounts_mentioning, vmctl_bin};
 
 static COUNTER: AtomicU32 = AtomicU32::new(0);
 
