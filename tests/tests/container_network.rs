@@ -80,6 +80,19 @@ fn two_containers_on_a_bridge_reach_each_other() {
         "{}",
         text(&o.stderr)
     );
+    // --network host shares the host's links (the test bridge among them).
+    let o = env.run(&[
+        "run",
+        "--rm",
+        "--network",
+        "host",
+        "--",
+        "ip",
+        "link",
+        "show",
+        &env.bridge,
+    ]);
+    assert!(o.status.success(), "{}", text(&o.stderr));
     // `stop` detaches (the monitor and stop itself); `rm` removes the rest.
     env.ok(&["stop", "-t", "3", "srv"]);
     assert!(env.bridge_ports().is_empty(), "{:?}", env.bridge_ports());

@@ -500,6 +500,7 @@ pub fn stop(list: &[String], grace: u64) -> Result<i32> {
         let m = resolve(what)?;
         let c = Container::load(runtime_root(), &m.id)?;
         if matches!(c.status(), Status::Stopped) {
+            m.detach();
             println!("{what}");
             continue;
         }
