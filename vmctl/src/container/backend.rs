@@ -28,6 +28,11 @@ pub fn image(store: &StoreArgs, name: Option<&str>) -> Result<Image> {
     let img = match crate::images::resolve(store, name) {
         Ok(img) => img,
         Err(e) => match (e.downcast_ref::<ImageError>(), name) {
+            (Some(ImageError::NotFound(_)), Some(n)) if Path::new(n).is_dir() => bail!(
+                "image {n:?} not found: IMAGE is a name or id in the image store, not a \
+                 directory; import the root filesystem with `vmctl image import {n} --name NAME` \
+                 and run NAME"
+            ),
             (Some(ImageError::NotFound(_)), Some(n)) => bail!(
                 "image {n:?} not found in {}; import it with `vmctl image import PATH --name {n}` \
                  (PATH: a root filesystem directory or tarball, an OCI layout or a `docker save` \
