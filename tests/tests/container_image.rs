@@ -145,6 +145,13 @@ fn bad_input_names_the_value_and_leaves_nothing() {
     }
     let err = text(&env.run(&["run", "nosuchimage:9"]).stderr);
     assert!(err.contains("vmctl image import"), "{err}");
+    // A root filesystem directory is imported first, not run directly.
+    let dir = Rootfs::busybox();
+    let d = dir.path().to_str().unwrap();
+    let o = env.run(&["run", "--network", "none", d, "--", "true"]);
+    assert_eq!(o.status.code(), Some(125));
+    let err = text(&o.stderr);
+    assert!(err.contains(&format!("vmctl image import {d}")), "{err}");
     // Nothing was created: no container, no bridge.
     env.assert_empty();
     assert!(
