@@ -65,7 +65,7 @@ pub(crate) fn resolve_image(name: Option<&str>) -> anyhow::Result<Image> {
 
 /// Parses --memory into bytes (a bare number is MiB).
 pub(crate) fn memory_bytes(s: &str) -> anyhow::Result<u64> {
-    let mib = crate::vm::parse_mem_mib(s)?;
+    let mib = crate::vmspec::parse_mem_mib(s)?;
     if mib < 4 {
         bail!("--memory {s:?} is too small: give at least 4m");
     }

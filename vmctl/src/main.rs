@@ -6,8 +6,9 @@ mod container;
 mod hosted;
 mod images;
 mod microvm;
-mod virtio;
 mod vm;
+mod vms;
+mod vmspec;
 
 use clap::Parser;
 
@@ -16,7 +17,13 @@ fn main() {
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("VMCTL_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(cli.log_level.as_str())),
+                // A failed API request is reported by vmctl itself (not twice).
+                .unwrap_or_else(|_| {
+                    tracing_subscriber::EnvFilter::new(format!(
+                        "{},api::controller=error",
+                        cli.log_level
+                    ))
+                }),
         )
         .with_writer(std::io::stderr)
         .init();
@@ -46,5 +53,6 @@ fn dispatch(cmd: cli::Command) -> anyhow::Result<i32> {
         Command::Stop { time, containers } => container::stop(&containers, time),
         Command::Rm { force, containers } => container::rm(&containers, force),
         Command::Exec(args) => container::exec(args),
+        Command::Vm(cmd) => vms::dispatch(cmd),
     }
 }
