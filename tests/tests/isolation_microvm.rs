@@ -6,6 +6,7 @@
 //!   itself is checked by the hosted suite, same agent code);
 //! - `signal_forwarding_and_teardown`: SIGTERM reaches the workload, the guest shuts down,
 //!   no VMM process, record, socket or temp file is left.
+//!
 //! What the hosted suite covers beyond this (OOM kill, --rm, binary output, bad input,
 //! protocol mismatch, boot timeout) runs the same agent and host code over another transport.
 

@@ -79,7 +79,10 @@ fn drive(
     })?;
     tracing::info!(agent = client.agent(), "guest agent ready");
     // Container set-up is ring-0 work too: minutes on a loaded nested-PVM host.
-    let timeouts = Timeouts { create: timeout, start: timeout };
+    let timeouts = Timeouts {
+        create: timeout,
+        start: timeout,
+    };
     let code = session::run(
         &client,
         spec,
