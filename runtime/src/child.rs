@@ -174,6 +174,7 @@ pub(crate) fn finalize(
 ) -> Result<std::convert::Infallible> {
     let process = process(&plan.spec)?;
     let nnp = process.no_new_privileges().unwrap_or(false);
+    reset_signals();
     let argv: Vec<CString> = process
         .args()
         .iter()
@@ -240,6 +241,19 @@ pub(crate) fn finalize(
     }
     let e = nix::unistd::execve(&path, &argv, &envp).unwrap_err();
     Err(Error::Setup(format!("exec {:?}: {e}", path)))
+}
+
+/// The workload starts with no blocked and no ignored signals, whatever its caller had: vmctl
+/// blocks SIGTERM/SIGINT for its own handling and Rust programs ignore SIGPIPE, and both
+/// would otherwise survive the fork and the execve.
+fn reset_signals() {
+    use nix::sys::signal::{sigaction, SaFlags, SigAction, SigHandler, SigSet, SigmaskHow, Signal};
+    let dfl = SigAction::new(SigHandler::SigDfl, SaFlags::empty(), SigSet::empty());
+    for sig in Signal::iterator().filter(|s| !matches!(s, Signal::SIGKILL | Signal::SIGSTOP)) {
+        // SAFETY: installs the default disposition, which runs no code of ours.
+        let _ = unsafe { sigaction(sig, &dfl) };
+    }
+    let _ = nix::sys::signal::sigprocmask(SigmaskHow::SIG_SETMASK, Some(&SigSet::empty()), None);
 }
 
 fn bad_string(field: &'static str, v: &str) -> Error {
