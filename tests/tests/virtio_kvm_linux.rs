@@ -56,7 +56,7 @@ fn linux_uses_virtio_blk_net_and_vsock() {
             .arg(&kernel)
             .arg("--initrd")
             .arg(&initrd)
-            .args(["--cmdline", "vmctl.shell=1", "--disk"])
+            .args(["--cmdline", "vmctl.shell=1 loglevel=7", "--disk"])
             .arg(format!("{},ro", img.display()))
             .args([
                 "--net",
