@@ -17,6 +17,8 @@ if ((${#missing[@]})); then
   apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
 
-[ -x scripts/build-kernel.sh ] && scripts/build-kernel.sh
-[ -x scripts/build-initramfs.sh ] && scripts/build-initramfs.sh
+# Guest side, each cached under ~/.cache/vmctl keyed by the hash of its inputs.
+scripts/build-kernel.sh          # guest kernel (vmlinux, bzImage) from Debian's linux-source
+scripts/build-initramfs.sh       # busybox test initramfs (boot marker, READY line, reboot)
+scripts/build-guest-image.sh     # guest agent initramfs (PID 1 of microvm/hosted guests)
 echo ">> setup done"
