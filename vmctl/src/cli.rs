@@ -28,6 +28,9 @@ pub enum Command {
     /// Manage local images (import, rm).
     #[command(subcommand)]
     Image(ImageCommand),
+    /// Measure start latency, memory and density of containers, microVMs and hosted VMs
+    /// side by side (JSON, table, SVG plot).
+    Bench(crate::bench::BenchArgs),
 }
 
 /// Where the image store lives.

@@ -1,6 +1,7 @@
 //! `vmctl`: run one image as a container, a microVM on vmctl's own VMM, or a VM under a hosted
 //! hypervisor, with docker's habits.
 
+mod bench;
 mod cli;
 mod container;
 mod images;
@@ -39,5 +40,6 @@ fn dispatch(cmd: cli::Command) -> anyhow::Result<i32> {
         },
         Command::Images(store) => images::list(&store),
         Command::Image(cmd) => images::image(cmd),
+        Command::Bench(args) => bench::run(args),
     }
 }
