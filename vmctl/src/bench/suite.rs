@@ -52,16 +52,20 @@ impl<'a> Suite<'a> {
             })
             .or_else(|| find_program(Path::new("vmctl-runtime")));
         let mut runtimes = Vec::new();
+        let level = |l: &str| args.levels.iter().any(|x| x == l);
+        let containers = level("container") || level("density");
+        let vms = ["microvm", "hosted", "density"].iter().any(|l| level(l));
         let want = |p: &str| args.peers.iter().any(|x| x == p);
         match ours {
             Some(p) => runtimes.push(("vmctl-runtime".to_string(), p)),
+            None if !containers => {}
             None => skip(
                 "vmctl-runtime",
                 "not found next to vmctl or on PATH (build it: cargo build -p runtime)".into(),
             ),
         }
         for (name, path) in [("crun", &args.crun), ("runc", &args.runc)] {
-            if !want(name) {
+            if !want(name) || !containers {
                 continue;
             }
             match find_program(path) {
@@ -69,7 +73,7 @@ impl<'a> Suite<'a> {
                 None => skip(name, format!("{} not installed", path.display())),
             }
         }
-        let qemu = if want("qemu-kvm") || want("qemu-tcg") {
+        let qemu = if vms && (want("qemu-kvm") || want("qemu-tcg")) {
             let q = find_program(&args.qemu);
             if q.is_none() {
                 skip("qemu", format!("{} not installed", args.qemu.display()));
@@ -81,11 +85,8 @@ impl<'a> Suite<'a> {
         let (dk, di) = vm::default_artefacts();
         let kernel = args.kernel.clone().unwrap_or(dk);
         let initrd = args.initrd.clone().unwrap_or(di);
-        let wants_vm = ["microvm", "hosted", "density", "memory"]
-            .iter()
-            .any(|l| args.levels.iter().any(|x| x == l));
         let guest = if !kernel.is_file() {
-            if wants_vm {
+            if vms {
                 skip(
                     "vm levels",
                     format!(
@@ -96,7 +97,7 @@ impl<'a> Suite<'a> {
             }
             None
         } else if !initrd.is_file() {
-            if wants_vm {
+            if vms {
                 skip(
                     "vm levels",
                     format!(
