@@ -28,6 +28,41 @@ pub enum Command {
     /// Manage local images (import, rm).
     #[command(subcommand)]
     Image(ImageCommand),
+    /// List containers.
+    Ps {
+        /// Show stopped containers too.
+        #[arg(short = 'a', long)]
+        all: bool,
+        /// Only print ids.
+        #[arg(short = 'q', long)]
+        quiet: bool,
+    },
+    /// Print the output of a detached container.
+    Logs {
+        /// Keep printing until the container stops.
+        #[arg(short = 'f', long)]
+        follow: bool,
+        /// Container id or name.
+        container: String,
+    },
+    /// Stop containers (SIGTERM, then SIGKILL after the grace period).
+    Stop {
+        /// Seconds to wait before SIGKILL.
+        #[arg(short = 't', long, default_value_t = 10)]
+        time: u64,
+        #[arg(required = true)]
+        containers: Vec<String>,
+    },
+    /// Remove containers.
+    Rm {
+        /// Kill running containers first.
+        #[arg(short = 'f', long)]
+        force: bool,
+        #[arg(required = true)]
+        containers: Vec<String>,
+    },
+    /// Run a command in a running container.
+    Exec(ExecArgs),
     /// Measure start latency, memory and density of containers, microVMs and hosted VMs
     /// side by side (JSON, table, SVG plot).
     Bench(crate::bench::BenchArgs),
@@ -62,6 +97,30 @@ pub enum ImageCommand {
         #[command(flatten)]
         store: StoreArgs,
     },
+}
+
+#[derive(Args, Debug)]
+pub struct ExecArgs {
+    /// Keep stdin open.
+    #[arg(short = 'i', long)]
+    pub interactive: bool,
+    /// Allocate a terminal.
+    #[arg(short = 't', long)]
+    pub tty: bool,
+    /// Environment variable KEY=VALUE (repeatable).
+    #[arg(short = 'e', long = "env")]
+    pub env: Vec<String>,
+    /// Working directory inside the container.
+    #[arg(short = 'w', long)]
+    pub workdir: Option<String>,
+    /// User (uid[:gid]) to run as.
+    #[arg(short = 'u', long)]
+    pub user: Option<String>,
+    /// Container id or name.
+    pub container: String,
+    /// Command and arguments.
+    #[arg(trailing_var_arg = true, allow_hyphen_values = true, required = true)]
+    pub command: Vec<String>,
 }
 
 #[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]

@@ -40,6 +40,11 @@ fn dispatch(cmd: cli::Command) -> anyhow::Result<i32> {
         },
         Command::Images(store) => images::list(&store),
         Command::Image(cmd) => images::image(cmd),
+        Command::Ps { all, quiet } => container::ps(all, quiet),
+        Command::Logs { follow, container } => container::logs(&container, follow),
+        Command::Stop { time, containers } => container::stop(&containers, time),
+        Command::Rm { force, containers } => container::rm(&containers, force),
+        Command::Exec(args) => container::exec(args),
         Command::Bench(args) => bench::run(args),
     }
 }
