@@ -7,7 +7,7 @@
 # env:   BENCH_OUT      output directory            (default: bench-out)
 #        BENCH_RUNS     container runs              (default: 5)
 #        BENCH_VM_RUNS  VM boots per VMM            (default: 1)
-#        BENCH_TIMEOUT  hard limit for the run, s   (default: 1200)
+#        BENCH_TIMEOUT  hard limit for the run, s   (default: 1800)
 #        PROFILE        debug or release            (default: debug)
 # Needs root (namespaces, cgroups, /dev/kvm). Missing peers are skipped, not errors.
 set -euo pipefail
@@ -33,10 +33,10 @@ fi
 # The guest kernel and initramfs come from the cache (scripts/setup.sh builds them) or from
 # $VMCTL_KERNEL / $VMCTL_INITRD; without them the VM levels are skipped with a line saying so.
 out=${BENCH_OUT:-bench-out}
-stage "vmctl bench -> $out (limit ${BENCH_TIMEOUT:-1200} s)"
-timeout --kill-after=30 "${BENCH_TIMEOUT:-1200}" \
+stage "vmctl bench -> $out (limit ${BENCH_TIMEOUT:-1800} s)"
+timeout --kill-after=30 "${BENCH_TIMEOUT:-1800}" \
   "target/$PROFILE/vmctl" bench \
   --runs "${BENCH_RUNS:-5}" --warmup 1 \
-  --vm-runs "${BENCH_VM_RUNS:-1}" --vm-timeout 300 \
+  --vm-runs "${BENCH_VM_RUNS:-1}" --vm-timeout 600 \
   --density-budget 3 --density-max 20 \
   --out "$out" "$@"

@@ -88,7 +88,7 @@ pub struct BenchArgs {
     #[arg(long, default_value_t = 256)]
     pub vm_memory: u64,
     /// Give up on one VM boot after this many seconds.
-    #[arg(long, default_value_t = 300)]
+    #[arg(long, default_value_t = 600)]
     pub vm_timeout: u64,
     /// vmctl's OCI runtime (default: vmctl-runtime next to this binary, else on PATH).
     #[arg(long)]

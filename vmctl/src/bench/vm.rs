@@ -17,6 +17,8 @@ use super::proc::{self, ProcMem, Stream};
 pub const READY_LINE: &str = "VMCTL-GUEST-READY";
 /// What /init prints once its shell (vmctl.shell=1) is about to start: the guest is idle.
 const SHELL_LINE: &str = "vmctl-guest: shell";
+/// How long to wait after the ready line for the shell line before reading memory.
+const SHELL_WAIT: Duration = Duration::from_secs(20);
 /// The boot-time line of vmctl's VMM (devices::legacy::boot_timer).
 const BOOT_LINE: &str = "guest boot time: ";
 
@@ -79,7 +81,14 @@ impl Vmm {
                 let mut c = Command::new(path);
                 c.args(["-M", "microvm", "-accel", accel]);
                 if *accel == "kvm" {
-                    c.args(["-cpu", "host"]);
+                    // Nested PVM refuses IA32_ARCH_CAPABILITIES (MSR 0x10a), which QEMU sets
+                    // for `-cpu host`; our VMM does not set it either.
+                    let cpu = if vmm::cmdline::host_is_pvm() {
+                        "host,-arch-capabilities"
+                    } else {
+                        "host"
+                    };
+                    c.args(["-cpu", cpu]);
                 }
                 c.args(["-m", &g.mem_mib.to_string(), "-smp", "1"])
                     .args(["-nodefaults", "-no-user-config", "-display", "none"])
@@ -124,8 +133,8 @@ pub fn boot_once(vmm: &Vmm, g: &Guest, mem: bool) -> anyhow::Result<BootSample> 
     let mut open_streams = 2;
     let result = loop {
         let wait_for = if ready.is_some() && mem {
-            // After ready: up to 60 s more for the idle shell.
-            (ready.unwrap_or(t0) + Duration::from_secs(60)).min(deadline)
+            // After ready: a little more for the idle shell (memory is read either way).
+            (ready.unwrap_or(t0) + SHELL_WAIT).min(deadline)
         } else {
             deadline
         };
