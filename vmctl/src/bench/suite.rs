@@ -364,26 +364,33 @@ impl<'a> Suite<'a> {
         }
     }
 
-    /// `vmctl run --isolation ISO --rm -- echo MARK`: time to the workload's output.
+    /// `vmctl run --isolation ISO --rm -- echo MARK`: time to the workload's output, and
+    /// its boot-marker and agent-plus-container phases when the VMM reports the marker.
     fn isolated_workload(&mut self, iso: &str) {
         let what = format!("container-in-{iso}");
         let timeout = Duration::from_secs(self.args.vm_timeout);
-        let mut s = Series::new(
-            "container-in-microvm",
-            &format!("vmctl --isolation {iso}"),
-            "to-workload-output",
-        );
+        let subject = format!("vmctl --isolation {iso}");
+        let mut series = ["to-workload-output", "boot-to-marker", "marker-to-workload"]
+            .map(|m| Series::new("container-in-microvm", &subject, m));
+        let ms = |d: Duration| d.as_secs_f64() * 1000.0;
         for i in 0..self.args.vm_runs {
+            progress(&format!("{what}: run {}/{} ...", i + 1, self.args.vm_runs));
             match density::isolated_once(&self.vmctl, &self.args.image_root, iso, timeout) {
-                Ok(d) => s.push(false, d.as_secs_f64() * 1000.0),
+                Ok(r) => {
+                    series[0].push(false, ms(r.workload));
+                    if let Some(m) = r.marker {
+                        series[1].push(false, ms(m));
+                        series[2].push(false, ms(r.workload.saturating_sub(m)));
+                    }
+                    progress(&format!("{what}: workload output after {:.0} ms", ms(r.workload)));
+                }
                 Err(e) => {
                     self.skip(&what, format!("{e:#}"));
                     break;
                 }
             }
-            progress(&format!("{what}: run {}/{} done", i + 1, self.args.vm_runs));
         }
-        self.add(vec![s]);
+        self.add(series.into_iter().collect());
     }
 
     fn vm_density(&mut self) {
