@@ -153,6 +153,20 @@ pub struct RunArgs {
     #[arg(long, default_value_t = 1)]
     pub vcpus: u8,
 
+    // ---- virtio devices of the VM ----
+    /// Attach a virtio-blk disk backed by a raw image (repeatable; the first is /dev/vda):
+    /// PATH[,ro][,id=ID][,bw=BYTES_PER_SEC][,iops=OPS_PER_SEC].
+    #[arg(long = "disk", value_name = "PATH[,ro]", value_parser = devices::virtio::spec::parse_disk)]
+    pub disks: Vec<devices::virtio::block::BlockConfig>,
+    /// Attach a virtio-net NIC on a host TAP, created if missing (repeatable):
+    /// tap=NAME[,mac=aa:bb:cc:dd:ee:ff][,bw=BYTES_PER_SEC].
+    #[arg(long = "net", value_name = "tap=NAME[,mac=MAC]", value_parser = devices::virtio::spec::parse_net)]
+    pub nets: Vec<devices::virtio::net::NetConfig>,
+    /// Attach a virtio-vsock device: cid=N,uds=PATH (guest CID N >= 3; host processes connect
+    /// to PATH and send "CONNECT <port>\n"; guest connections to port P go to PATH_P).
+    #[arg(long, value_name = "cid=N,uds=PATH", value_parser = devices::virtio::spec::parse_vsock)]
+    pub vsock: Option<devices::virtio::vsock::VsockConfig>,
+
     // ---- resources, shared by all levels ----
     /// Memory: VM size for VMs, cgroup limit for containers. A bare number is MiB; suffixes
     /// k, m, g (e.g. 512m, 1g).

@@ -5,6 +5,7 @@ mod bench;
 mod cli;
 mod container;
 mod images;
+mod virtio;
 mod vm;
 
 use clap::Parser;

@@ -51,7 +51,14 @@ pub fn run_kernel(args: RunArgs) -> anyhow::Result<i32> {
     config.stdin_input = true;
     config.sample_rip = std::env::var("VMCTL_SAMPLE_RIP").is_ok_and(|v| v == "1");
 
-    let mut vm = vmm::VmBuilder::new(config)?.build()?;
+    let mut builder = vmm::VmBuilder::new(config)?;
+    let virtio = crate::virtio::VirtioDevices {
+        disks: args.disks,
+        nets: args.nets,
+        vsock: args.vsock,
+    };
+    crate::virtio::attach(&mut builder, virtio)?;
+    let mut vm = builder.build()?;
     let reason = vm.run()?;
     if reason.is_success() {
         tracing::info!("{reason}");

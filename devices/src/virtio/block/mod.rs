@@ -1,0 +1,322 @@
+//! virtio-blk over a raw image file (virtio spec 5.2): IN, OUT, FLUSH, GET_ID; optional
+//! read-only mode and rate limiting.
+
+mod request;
+
+use std::fs::{File, OpenOptions};
+use std::io;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use event_manager::{EventOps, EventSet, Events, MutEventSubscriber};
+use virtio_bindings::virtio_blk::{VIRTIO_BLK_F_FLUSH, VIRTIO_BLK_F_RO};
+use virtio_queue::Queue;
+use vm_memory::GuestMemoryMmap;
+use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
+
+use super::chain::{self, Popped};
+use super::rate_limiter::{RateLimiter, RateLimiterConfig, RateLimiterError};
+use super::{device_type, ActivateError, Interrupt, VirtioDevice, VIRTIO_F_VERSION_1};
+
+pub const SECTOR_SIZE: u64 = 512;
+/// Length of the GET_ID serial (virtio spec 5.2.6).
+pub const ID_LEN: usize = 20;
+const QUEUE_SIZE: u16 = 256;
+
+/// `--disk PATH[,ro]`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BlockConfig {
+    /// Raw image file (or block device).
+    pub path: PathBuf,
+    pub read_only: bool,
+    /// Drive id, returned to the guest as the serial (GET_ID); at most 20 bytes.
+    pub id: String,
+    pub rate_limiter: Option<RateLimiterConfig>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum BlockError {
+    #[error("disk image {0:?} does not exist; give the path of an existing raw image file")]
+    NotFound(PathBuf),
+    #[error("disk image {0:?} is a directory; give the path of a raw image file")]
+    IsDirectory(PathBuf),
+    #[error(
+        "cannot open disk image {path:?} {mode}: {source}; check its permissions, or add ',ro' \
+         to attach it read-only"
+    )]
+    Open {
+        path: PathBuf,
+        mode: &'static str,
+        source: io::Error,
+    },
+    #[error("disk id {0:?} is longer than 20 bytes; choose a shorter drive id")]
+    IdTooLong(String),
+    #[error("disk {id:?}: {source}")]
+    RateLimiter {
+        id: String,
+        source: RateLimiterError,
+    },
+    #[error("disk {id:?}: {source}")]
+    Io { id: String, source: io::Error },
+}
+
+struct Active {
+    mem: GuestMemoryMmap,
+    queue: Queue,
+    interrupt: Arc<Interrupt>,
+    broken: bool,
+}
+
+/// A virtio block device.
+pub struct Block {
+    file: File,
+    path: PathBuf,
+    capacity: u64,
+    read_only: bool,
+    id: [u8; ID_LEN],
+    features: u64,
+    queue_evts: [EventFd; 1],
+    limiter: Option<RateLimiter>,
+    active: Option<Active>,
+}
+
+const EV_QUEUE: u32 = 0;
+const EV_LIMITER: u32 = 1;
+
+impl Block {
+    pub fn new(cfg: BlockConfig) -> Result<Self, BlockError> {
+        let meta = std::fs::metadata(&cfg.path).map_err(|e| match e.kind() {
+            io::ErrorKind::NotFound => BlockError::NotFound(cfg.path.clone()),
+            _ => BlockError::Open {
+                path: cfg.path.clone(),
+                mode: "for stat",
+                source: e,
+            },
+        })?;
+        if meta.is_dir() {
+            return Err(BlockError::IsDirectory(cfg.path));
+        }
+        if cfg.id.len() > ID_LEN {
+            return Err(BlockError::IdTooLong(cfg.id));
+        }
+        let file = OpenOptions::new()
+            .read(true)
+            .write(!cfg.read_only)
+            .open(&cfg.path)
+            .map_err(|source| BlockError::Open {
+                path: cfg.path.clone(),
+                mode: if cfg.read_only {
+                    "read-only"
+                } else {
+                    "read-write"
+                },
+                source,
+            })?;
+        let io_err = |source| BlockError::Io {
+            id: cfg.id.clone(),
+            source,
+        };
+        // Works for regular files and block devices alike.
+        let size = {
+            use std::io::Seek;
+            (&file).seek(io::SeekFrom::End(0)).map_err(io_err)?
+        };
+        if size % SECTOR_SIZE != 0 {
+            tracing::warn!(
+                path = ?cfg.path,
+                size,
+                "disk image size is not a multiple of 512; the last {} bytes are not visible \
+                 to the guest",
+                size % SECTOR_SIZE
+            );
+        }
+        let mut id = [0u8; ID_LEN];
+        id[..cfg.id.len()].copy_from_slice(cfg.id.as_bytes());
+        let limiter = cfg
+            .rate_limiter
+            .map(RateLimiter::new)
+            .transpose()
+            .map_err(|source| BlockError::RateLimiter {
+                id: cfg.id.clone(),
+                source,
+            })?;
+        let mut features = VIRTIO_F_VERSION_1 | (1 << VIRTIO_BLK_F_FLUSH);
+        if cfg.read_only {
+            features |= 1 << VIRTIO_BLK_F_RO;
+        }
+        Ok(Self {
+            file,
+            path: cfg.path,
+            capacity: size / SECTOR_SIZE,
+            read_only: cfg.read_only,
+            id,
+            features,
+            queue_evts: [EventFd::new(EFD_NONBLOCK).map_err(io_err)?],
+            limiter,
+            active: None,
+        })
+    }
+
+    /// Capacity in 512-byte sectors.
+    pub fn capacity(&self) -> u64 {
+        self.capacity
+    }
+
+    pub fn path(&self) -> &std::path::Path {
+        &self.path
+    }
+
+    fn process_queue(&mut self) {
+        let Some(a) = self.active.as_mut() else {
+            return;
+        };
+        if a.broken {
+            return;
+        }
+        let mut used = false;
+        loop {
+            if self.limiter.as_ref().is_some_and(RateLimiter::is_blocked) {
+                break;
+            }
+            let popped = match chain::pop(&mut a.queue, &a.mem) {
+                Ok(Some(p)) => p,
+                Ok(None) => break,
+                Err(e) => {
+                    tracing::warn!("virtio-blk {:?}: {e}", self.path);
+                    a.broken = true;
+                    a.interrupt.set_needs_reset();
+                    break;
+                }
+            };
+            let (head, len) = match popped {
+                Popped::Bad { head, error } => {
+                    tracing::warn!("virtio-blk {:?}: request dropped: {error}", self.path);
+                    (head, 0)
+                }
+                Popped::Chain(c) => {
+                    if let Some(l) = self.limiter.as_mut() {
+                        let bytes = request::data_len(&c);
+                        if !l.consume(bytes) {
+                            chain::unpop(&mut a.queue);
+                            break;
+                        }
+                    }
+                    let len = request::execute(
+                        &mut self.file,
+                        &a.mem,
+                        &c,
+                        self.capacity,
+                        self.read_only,
+                        &self.id,
+                    );
+                    (c.head, len)
+                }
+            };
+            if let Err(e) = chain::complete(&mut a.queue, &a.mem, head, len) {
+                tracing::warn!("virtio-blk {:?}: {e}", self.path);
+                a.broken = true;
+                a.interrupt.set_needs_reset();
+                break;
+            }
+            used = true;
+        }
+        if used {
+            a.interrupt.signal_used_queue();
+        }
+    }
+}
+
+impl VirtioDevice for Block {
+    fn device_type(&self) -> u32 {
+        device_type::BLOCK
+    }
+
+    fn queue_max_sizes(&self) -> &[u16] {
+        &[QUEUE_SIZE]
+    }
+
+    fn avail_features(&self) -> u64 {
+        self.features
+    }
+
+    fn set_acked_features(&mut self, _acked: u64) {}
+
+    fn read_config(&self, offset: u64, data: &mut [u8]) {
+        // struct virtio_blk_config: only `capacity` (le64 at 0) is meaningful without further
+        // feature bits.
+        super::read_config_bytes(&self.capacity.to_le_bytes(), offset, data);
+    }
+
+    fn queue_events(&self) -> &[EventFd] {
+        &self.queue_evts
+    }
+
+    fn activate(
+        &mut self,
+        mem: GuestMemoryMmap,
+        mut queues: Vec<Queue>,
+        interrupt: Arc<Interrupt>,
+    ) -> Result<(), ActivateError> {
+        if self.active.is_some() {
+            return Err(ActivateError::AlreadyActive);
+        }
+        if queues.len() != 1 {
+            return Err(ActivateError::QueueCount {
+                expected: 1,
+                got: queues.len(),
+            });
+        }
+        self.active = Some(Active {
+            mem,
+            queue: queues.remove(0),
+            interrupt,
+            broken: false,
+        });
+        Ok(())
+    }
+
+    fn reset(&mut self) {
+        self.active = None;
+    }
+
+    fn is_active(&self) -> bool {
+        self.active.is_some()
+    }
+}
+
+impl MutEventSubscriber for Block {
+    fn init(&mut self, ops: &mut EventOps) {
+        let q = Events::with_data(&self.queue_evts[0], EV_QUEUE, EventSet::IN);
+        if let Err(e) = ops.add(q) {
+            tracing::error!("virtio-blk {:?}: cannot watch queue event: {e}", self.path);
+        }
+        if let Some(l) = &self.limiter {
+            let t = Events::with_data_raw(l.timer_fd(), EV_LIMITER, EventSet::IN);
+            if let Err(e) = ops.add(t) {
+                tracing::error!(
+                    "virtio-blk {:?}: cannot watch limiter timer: {e}",
+                    self.path
+                );
+            }
+        }
+    }
+
+    fn process(&mut self, events: Events, _ops: &mut EventOps) {
+        match events.data() {
+            EV_QUEUE => {
+                let _ = self.queue_evts[0].read();
+                if self.active.is_none() {
+                    tracing::warn!("virtio-blk {:?}: notified while inactive", self.path);
+                    return;
+                }
+            }
+            EV_LIMITER => {
+                if let Some(l) = self.limiter.as_mut() {
+                    l.on_timer();
+                }
+            }
+            d => tracing::warn!("virtio-blk: unexpected event data {d}"),
+        }
+        self.process_queue();
+    }
+}
