@@ -145,7 +145,11 @@ pub fn isolated_once(
         Ok(workload) => Ok(Isolated { workload, marker }),
         Err(why) => bail!(
             "vmctl run --isolation {iso} {why} without workload output: {}",
-            if last_err.is_empty() { "(no message)" } else { &last_err }
+            if last_err.is_empty() {
+                "(no message)"
+            } else {
+                &last_err
+            }
         ),
     }
 }

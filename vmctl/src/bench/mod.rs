@@ -7,6 +7,7 @@ mod bundle;
 mod container;
 mod density;
 mod env;
+mod io;
 mod model;
 mod plot;
 mod proc;
@@ -87,6 +88,9 @@ pub struct BenchArgs {
     /// Guest memory of every VM, MiB.
     #[arg(long, default_value_t = 256)]
     pub vm_memory: u64,
+    /// MiB read and written sequentially in the guest (and on the host) for the I/O level.
+    #[arg(long, default_value_t = 16)]
+    pub io_mib: u64,
     /// Give up on one VM boot after this many seconds.
     #[arg(long, default_value_t = 600)]
     pub vm_timeout: u64,

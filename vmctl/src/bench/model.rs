@@ -89,6 +89,17 @@ pub struct Density {
     pub stopped: Option<String>,
 }
 
+/// Sequential I/O through virtio-blk in the guest against the host, MB/s.
+#[derive(Serialize, Deserialize, Clone, Debug, Default)]
+pub struct IoSample {
+    pub subject: String,
+    pub mib: u64,
+    pub read_mb_s: f64,
+    pub write_mb_s: f64,
+    pub host_read_mb_s: f64,
+    pub host_write_mb_s: f64,
+}
+
 /// A peer or measurement that did not run, and why.
 #[derive(Serialize, Deserialize, Clone, Debug)]
 pub struct Skip {
@@ -132,6 +143,8 @@ pub struct Report {
     pub series: Vec<Series>,
     pub memory: Vec<MemSample>,
     pub density: Vec<Density>,
+    #[serde(default)]
+    pub io: Vec<IoSample>,
     pub skipped: Vec<Skip>,
     pub targets: Vec<Target>,
     /// Wall time of the whole bench run, s.

@@ -166,6 +166,34 @@ pub fn table(r: &Report) -> String {
             );
         }
     }
+    if !r.io.is_empty() {
+        let _ = writeln!(
+            o,
+            "\nSequential I/O through virtio-blk (MB/s; guest / host)"
+        );
+        let _ = writeln!(
+            o,
+            "| subject | MiB | read | host read | ratio | write | host write | ratio |"
+        );
+        let _ = writeln!(
+            o,
+            "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"
+        );
+        for i in &r.io {
+            let _ = writeln!(
+                o,
+                "| {} | {} | {:.1} | {:.0} | {:.3} | {:.1} | {:.0} | {:.3} |",
+                i.subject,
+                i.mib,
+                i.read_mb_s,
+                i.host_read_mb_s,
+                i.read_mb_s / i.host_read_mb_s,
+                i.write_mb_s,
+                i.host_write_mb_s,
+                i.write_mb_s / i.host_write_mb_s
+            );
+        }
+    }
     let ratios = ratios(r);
     if !ratios.is_empty() {
         let _ = writeln!(

@@ -6,9 +6,9 @@ use std::time::{Duration, Instant};
 
 use super::bundle::Bundle;
 use super::container::{self, OciRuntime};
-use super::model::{Report, Series, Settings, Skip, SCHEMA};
+use super::model::{IoSample, Report, Series, Settings, Skip, SCHEMA};
 use super::vm::{self, Guest, Vmm};
-use super::{density, env, progress, BenchArgs};
+use super::{density, env, io, progress, BenchArgs};
 
 pub struct Suite<'a> {
     args: &'a BenchArgs,
@@ -17,6 +17,7 @@ pub struct Suite<'a> {
     runtimes: Vec<(String, PathBuf)>,
     qemu: Option<PathBuf>,
     guest: Option<Guest>,
+    host_io: Option<io::Throughput>,
     pub report: Report,
 }
 
@@ -113,6 +114,8 @@ impl<'a> Suite<'a> {
                 initrd,
                 mem_mib: args.vm_memory,
                 timeout: Duration::from_secs(args.vm_timeout),
+                disk: None,
+                io_mib: args.io_mib.max(1),
             })
         };
         let mut tools: Vec<(&str, &Path, &[&str])> = Vec::new();
@@ -149,6 +152,7 @@ impl<'a> Suite<'a> {
             runtimes,
             qemu,
             guest,
+            host_io: None,
             report: Report {
                 schema: SCHEMA,
                 env: environment,
@@ -156,6 +160,7 @@ impl<'a> Suite<'a> {
                 series: Vec::new(),
                 memory: Vec::new(),
                 density: Vec::new(),
+                io: Vec::new(),
                 skipped,
                 targets: Vec::new(),
                 duration_s: 0.0,
@@ -229,10 +234,10 @@ impl<'a> Suite<'a> {
         if self.wants("density") {
             self.vm_density();
         }
-        if self.wants("io") {
+        if self.wants("io") && !self.wants("microvm") && !self.wants("hosted") {
             self.skip(
                 "io (virtio-blk)",
-                "virtio-blk not available yet: vmctl run has no --disk on this build",
+                "the I/O level runs in the VM boots: add microvm or hosted to --levels",
             );
         }
         self.report.duration_s = t0.elapsed().as_secs_f64();
@@ -301,10 +306,39 @@ impl<'a> Suite<'a> {
         }
     }
 
+    /// With the I/O level: a raw disk for every VM boot and the host's own throughput on it.
+    fn io_disk(&mut self, guest: &mut Guest) -> Option<tempfile::TempDir> {
+        if !self.wants("io") {
+            return None;
+        }
+        let dir = tempfile::Builder::new()
+            .prefix("vmctl-bench-disk-")
+            .tempdir_in("/var/tmp")
+            .ok()?;
+        let disk = dir.path().join("disk.raw");
+        match io::host_baseline(&disk, guest.io_mib) {
+            Ok(t) => {
+                progress(&format!(
+                    "io host: read {:.0} MB/s, write {:.0} MB/s ({} MiB)",
+                    t.read_mb_s, t.write_mb_s, guest.io_mib
+                ));
+                self.host_io = Some(t);
+                guest.disk = Some(disk);
+                Some(dir)
+            }
+            Err(e) => {
+                self.skip("io (virtio-blk)", format!("host baseline: {e:#}"));
+                None
+            }
+        }
+    }
+
     fn vm_boots(&mut self) {
-        let Some(guest) = self.guest.clone() else {
+        let Some(mut guest) = self.guest.clone() else {
             return;
         };
+        let _disk_dir = self.io_disk(&mut guest);
+        let io = guest.disk.is_some();
         let (runs, warmup) = (self.args.vm_runs, self.args.vm_warmup);
         for (level, name, vmm) in self.vmms() {
             if !self.wants(level) {
@@ -328,7 +362,8 @@ impl<'a> Suite<'a> {
                     i + 1,
                     warmup + runs
                 ));
-                match vm::boot_once(&vmm, &guest, mem) {
+                let io = io && !warm && i + 1 == warmup + runs;
+                match vm::boot_once(&vmm, &guest, mem, io) {
                     Ok(b) => {
                         let ms = |d: Duration| d.as_secs_f64() * 1000.0;
                         let vals = [
@@ -352,6 +387,24 @@ impl<'a> Suite<'a> {
                         if let Some(m) = b.mem {
                             let sample = vm::mem_sample(&name, &guest, &m);
                             self.report.memory.push(sample);
+                        }
+                        match (b.io, self.host_io) {
+                            (Some(Ok(t)), Some(h)) => {
+                                progress(&format!(
+                                    "io {name}: read {:.1} MB/s, write {:.1} MB/s",
+                                    t.read_mb_s, t.write_mb_s
+                                ));
+                                self.report.io.push(IoSample {
+                                    subject: name.clone(),
+                                    mib: guest.io_mib,
+                                    read_mb_s: t.read_mb_s,
+                                    write_mb_s: t.write_mb_s,
+                                    host_read_mb_s: h.read_mb_s,
+                                    host_write_mb_s: h.write_mb_s,
+                                });
+                            }
+                            (Some(Err(e)), _) => self.skip(&format!("io {name}"), e),
+                            _ => {}
                         }
                     }
                     Err(e) => {
@@ -382,7 +435,10 @@ impl<'a> Suite<'a> {
                         series[1].push(false, ms(m));
                         series[2].push(false, ms(r.workload.saturating_sub(m)));
                     }
-                    progress(&format!("{what}: workload output after {:.0} ms", ms(r.workload)));
+                    progress(&format!(
+                        "{what}: workload output after {:.0} ms",
+                        ms(r.workload)
+                    ));
                 }
                 Err(e) => {
                     self.skip(&what, format!("{e:#}"));

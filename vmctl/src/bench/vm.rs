@@ -2,7 +2,6 @@
 //! on QEMU `-M microvm` (KVM and TCG), timed from process start to the guest's boot marker, to
 //! the kernel's "Run /init" line and to the first workload output (`VMCTL-GUEST-READY`).
 
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::mpsc::RecvTimeoutError;
@@ -19,6 +18,8 @@ pub const READY_LINE: &str = "VMCTL-GUEST-READY";
 const SHELL_LINE: &str = "vmctl-guest: shell";
 /// How long to wait after the ready line for the shell line before reading memory.
 const SHELL_WAIT: Duration = Duration::from_secs(20);
+/// With I/O: how long to wait for the shell, and for each dd.
+const IO_SHELL_WAIT: Duration = Duration::from_secs(300);
 /// The boot-time line of vmctl's VMM (devices::legacy::boot_timer).
 const BOOT_LINE: &str = "guest boot time: ";
 
@@ -38,6 +39,10 @@ pub struct Guest {
     pub initrd: PathBuf,
     pub mem_mib: u64,
     pub timeout: Duration,
+    /// A raw disk attached as virtio-blk (/dev/vda), for the I/O level.
+    pub disk: Option<PathBuf>,
+    /// MiB the guest reads and writes of it.
+    pub io_mib: u64,
 }
 
 /// Guest command line arguments of the bench: /init starts an idle shell after its ready line.
@@ -61,6 +66,8 @@ pub struct BootSample {
     /// VM start until the guest's boot marker, as the VMM reports it.
     pub kernel_ms: Option<f64>,
     pub mem: Option<ProcMem>,
+    /// Guest sequential read/write through virtio-blk, or why it failed.
+    pub io: Option<Result<super::io::Throughput, String>>,
 }
 
 impl Vmm {
@@ -75,11 +82,16 @@ impl Vmm {
                     .arg(&g.initrd)
                     .args(["--vcpus", "1", "--memory", &g.mem_mib.to_string()])
                     .args(["--cmdline", GUEST_ARGS]);
+                if let Some(d) = &g.disk {
+                    c.arg("--disk").arg(d);
+                }
                 c
             }
             Vmm::Qemu { path, accel } => {
                 let mut c = Command::new(path);
-                c.args(["-M", "microvm", "-accel", accel]);
+                // No ACPI (the guest kernel has none): QEMU then announces virtio-mmio devices on
+                // the command line, as vmctl does.
+                c.args(["-M", "microvm,acpi=off", "-accel", accel]);
                 if *accel == "kvm" {
                     // Nested PVM refuses IA32_ARCH_CAPABILITIES (MSR 0x10a), which QEMU sets
                     // for `-cpu host`; our VMM does not set it either.
@@ -99,6 +111,10 @@ impl Vmm {
                     .arg(&g.initrd)
                     .arg("-append")
                     .arg(full_cmdline());
+                if let Some(d) = &g.disk {
+                    let drive = format!("id=d0,file={},format=raw,if=none", d.display());
+                    c.args(["-drive", &drive, "-device", "virtio-blk-device,drive=d0"]);
+                }
                 c
             }
         }
@@ -115,15 +131,18 @@ fn parse_boot_line(line: &str) -> Option<(f64, f64)> {
 }
 
 /// Boots `guest` on `vmm` once, until the ready line; with `mem`, waits until the guest idles
-/// in its shell and reads the VMM process' memory. The VM is killed afterwards.
-pub fn boot_once(vmm: &Vmm, g: &Guest, mem: bool) -> anyhow::Result<BootSample> {
+/// in its shell and reads the VMM process' memory; with `io` (and a disk), then runs the
+/// sequential dd pair in the guest. The VM is killed afterwards.
+pub fn boot_once(vmm: &Vmm, g: &Guest, mem: bool, io: bool) -> anyhow::Result<BootSample> {
+    let io = io && g.disk.is_some();
+    let shell_wait = if io { IO_SHELL_WAIT } else { SHELL_WAIT };
     let mut cmd = vmm.command(g);
     cmd.stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
     let t0 = Instant::now();
     let mut child = cmd.spawn().with_context(|| format!("starting {cmd:?}"))?;
-    let stdin = child.stdin.take(); // kept open: the guest shell waits on it
+    let mut stdin = child.stdin.take(); // kept open: the guest shell waits on it
     let rx = proc::watch_lines(&mut child);
     let deadline = t0 + g.timeout;
     let mut s = BootSample::default();
@@ -132,9 +151,9 @@ pub fn boot_once(vmm: &Vmm, g: &Guest, mem: bool) -> anyhow::Result<BootSample> 
     let mut tail: Vec<String> = Vec::new();
     let mut open_streams = 2;
     let result = loop {
-        let wait_for = if ready.is_some() && mem {
+        let wait_for = if ready.is_some() && (mem || io) {
             // After ready: a little more for the idle shell (memory is read either way).
-            (ready.unwrap_or(t0) + SHELL_WAIT).min(deadline)
+            ready.unwrap_or(t0) + shell_wait
         } else {
             deadline
         };
@@ -156,7 +175,7 @@ pub fn boot_once(vmm: &Vmm, g: &Guest, mem: bool) -> anyhow::Result<BootSample> 
                 if line.trim() == READY_LINE && ready.is_none() {
                     ready = Some(at);
                     s.ready = since;
-                    if !mem {
+                    if !mem && !io {
                         break Ok(());
                     }
                 }
@@ -185,8 +204,14 @@ pub fn boot_once(vmm: &Vmm, g: &Guest, mem: bool) -> anyhow::Result<BootSample> 
         }
         s.mem = proc::proc_mem(child.id() as i32, Some(g.mem_mib * 1024)).ok();
     }
-    if let Some(mut i) = stdin {
-        let _ = i.flush();
+    if result.is_ok() && io {
+        s.io = Some(match (shell, stdin.as_mut()) {
+            (true, Some(i)) => {
+                super::io::in_guest(i, &rx, g.io_mib, Instant::now() + IO_SHELL_WAIT)
+                    .map_err(|e| format!("{e:#}"))
+            }
+            _ => Err("the guest shell did not start".to_string()),
+        });
     }
     proc::kill_child(&mut child);
     match result {
