@@ -14,6 +14,7 @@ mod proc;
 mod report;
 mod stats;
 mod suite;
+mod suite_vm;
 mod vm;
 
 use std::path::PathBuf;
