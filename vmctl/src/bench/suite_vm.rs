@@ -109,6 +109,7 @@ impl Suite<'_> {
                             "{level} {name}: ready after {:.0} ms",
                             ms(b.ready)
                         ));
+                        self.save_console(&name, i, &b.log);
                         if let Some(m) = b.mem {
                             let sample = vm::mem_sample(&name, &guest, &m);
                             self.report.memory.push(sample);
@@ -180,6 +181,21 @@ impl Suite<'_> {
         };
         for (level, name, vmm) in self.vmms() {
             density::vms(self, level, &name, &vmm, &guest);
+        }
+    }
+
+    /// Writes a boot's console, each line prefixed with its arrival time, to
+    /// `OUT/console/SUBJECT-N.log` (to see where a boot spends its time).
+    fn save_console(&mut self, subject: &str, run: usize, log: &[(f64, String)]) {
+        let dir = self.args.out.join("console");
+        let text: String = log
+            .iter()
+            .map(|(ms, l)| format!("{:>10.1} {l}\n", ms))
+            .collect();
+        let path = dir.join(format!("{subject}-{}.log", run + 1));
+        let r = std::fs::create_dir_all(&dir).and_then(|()| std::fs::write(&path, text));
+        if let Err(e) = r {
+            progress(&format!("console log {} not written: {e}", path.display()));
         }
     }
 }

@@ -66,6 +66,8 @@ pub struct BootSample {
     /// VM start until the guest's boot marker, as the VMM reports it.
     pub kernel_ms: Option<f64>,
     pub mem: Option<ProcMem>,
+    /// Every console and VMM line with its arrival time (ms since process start).
+    pub log: Vec<(f64, String)>,
     /// Guest sequential read/write through virtio-blk, or why it failed.
     pub io: Option<Result<super::io::Throughput, String>>,
 }
@@ -161,6 +163,13 @@ pub fn boot_once(vmm: &Vmm, g: &Guest, mem: bool, io: bool) -> anyhow::Result<Bo
         match rx.recv_timeout(left) {
             Ok((at, stream, Some(line))) => {
                 let since = at.duration_since(t0);
+                let tag = if stream == Stream::Stdout {
+                    ""
+                } else {
+                    "[vmm] "
+                };
+                s.log
+                    .push((since.as_secs_f64() * 1000.0, format!("{tag}{line}")));
                 if stream == Stream::Stdout && s.first_output.is_none() {
                     s.first_output = Some(since);
                 }
