@@ -23,11 +23,12 @@ PROFILE=${PROFILE:-debug}
 flags=()
 [ "$PROFILE" = release ] && flags=(--release)
 stage "building vmctl ($PROFILE)"
-cargo build "${flags[@]}" --quiet -p vmctl
+# One cargo invocation, so vmctl and vmctl-runtime share one feature resolution (no rebuilds).
 if [ -f runtime/src/bin/vmctl-runtime.rs ]; then
-  cargo build "${flags[@]}" --quiet -p runtime --bin vmctl-runtime
+  cargo build "${flags[@]}" --quiet -p vmctl -p runtime --bins
 else
   log "vmctl-runtime not in this tree yet: our container runtime is skipped"
+  cargo build "${flags[@]}" --quiet -p vmctl
 fi
 
 # The guest kernel and initramfs come from the cache (scripts/setup.sh builds them) or from
