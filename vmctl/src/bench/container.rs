@@ -275,9 +275,10 @@ pub fn vmctl_run_start(
             Err(e) => return (s, Err(e)),
         }
         progress(&format!(
-            "container vmctl run: run {}/{}: {:.1} ms",
+            "container vmctl run: run {}/{}{}: {:.1} ms",
             i + 1,
             warmup + runs,
+            if i < warmup { " (warm-up)" } else { "" },
             s.samples_ms
                 .last()
                 .or(s.warmup_ms.last())
