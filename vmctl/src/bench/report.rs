@@ -93,6 +93,15 @@ pub fn targets(r: &Report) -> Vec<Target> {
     t
 }
 
+/// A ratio with three significant digits, however small.
+fn ratio(v: f64) -> String {
+    if v.is_finite() && v != 0.0 && v.abs() < 0.01 {
+        format!("{v:.2e}")
+    } else {
+        format!("{v:.3}")
+    }
+}
+
 fn mib(kib: u64) -> String {
     format!("{:.1}", kib as f64 / 1024.0)
 }
@@ -182,15 +191,15 @@ pub fn table(r: &Report) -> String {
         for i in &r.io {
             let _ = writeln!(
                 o,
-                "| {} | {} | {:.1} | {:.0} | {:.3} | {:.1} | {:.0} | {:.3} |",
+                "| {} | {} | {:.1} | {:.0} | {} | {:.1} | {:.0} | {} |",
                 i.subject,
                 i.mib,
                 i.read_mb_s,
                 i.host_read_mb_s,
-                i.read_mb_s / i.host_read_mb_s,
+                ratio(i.read_mb_s / i.host_read_mb_s),
                 i.write_mb_s,
                 i.host_write_mb_s,
-                i.write_mb_s / i.host_write_mb_s
+                ratio(i.write_mb_s / i.host_write_mb_s)
             );
         }
     }
