@@ -64,11 +64,18 @@ bench_vmctl() {
 echo "create+start+delete of /bin/true, N=$N, median (us); cgroups: $(stat -fc %T /sys/fs/cgroup)"
 ours=$(bench vmctl-runtime "$OURS") && echo "vmctl-runtime: $ours"
 crun=$(bench crun /usr/bin/crun) && echo "crun:          $crun"
+if [ -z "${crun:-}" ]; then
+  # crun 1.8 refuses hybrid cgroup hosts; measure it without cgroups as a lower bound.
+  printf '#!/bin/sh\nexec /usr/bin/crun --cgroup-manager=disabled "$@"\n' > "$WORK/crun-nocg"
+  chmod +x "$WORK/crun-nocg"
+  crun_nocg=$(bench crun-nocg "$WORK/crun-nocg") && echo "crun --cgroup-manager=disabled (no cgroups, lower bound): $crun_nocg"
+fi
 runc=$(bench runc /usr/sbin/runc) && echo "runc:          $runc"
 if [ -x "$VMCTL" ]; then
   v=$(bench_vmctl) && echo "vmctl run --rm: $v"
 fi
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", a / b }'; }
 [ -n "${ours:-}" ] && [ -n "${crun:-}" ] && echo "vmctl-runtime / crun = $(ratio "$ours" "$crun") (target <= 1.0)"
+[ -n "${ours:-}" ] && [ -n "${crun_nocg:-}" ] && echo "vmctl-runtime / crun-without-cgroups = $(ratio "$ours" "$crun_nocg")"
 [ -n "${ours:-}" ] && [ -n "${runc:-}" ] && echo "vmctl-runtime / runc = $(ratio "$ours" "$runc") (target <= 0.5)"
 exit 0

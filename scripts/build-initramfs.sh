@@ -21,6 +21,7 @@ SRC_PKG=linux-source-6.1 # provides usr/gen_init_cpio.c
 SRC_TAR=/usr/src/linux-source-6.1.tar.xz
 SRC_DIR_IN_TAR=linux-source-6.1
 INIT=$ROOT/guest/kernel/initramfs/init
+FSTAB=$ROOT/guest/kernel/initramfs/fstab
 TIMESTAMP=0 # mtime of directories, links and nodes: reproducible archives
 # Applets linked into /bin (the shell mode installs all the others at run time).
 APPLETS=(sh ash mount umount mkdir rmdir cat echo ls ln cp mv rm chmod uname nproc reboot
@@ -49,6 +50,7 @@ check_deps() {
   need_file "$BUSYBOX" "$BUSYBOX_PKG"
   need_file "$SRC_TAR" "$SRC_PKG"
   [ -f "$INIT" ] || die "init script $INIT is missing"
+  [ -f "$FSTAB" ] || die "$FSTAB is missing"
   # A dynamically linked busybox would need its libraries in the archive.
   if LC_ALL=C readelf -l "$BUSYBOX" 2>/dev/null | grep -q 'Requesting program interpreter'; then
     die "$BUSYBOX is dynamically linked: install the static one with 'apt-get install $BUSYBOX_PKG'"
@@ -77,7 +79,7 @@ gen_init_cpio() {
   printf '%s\n' "$tool"
 }
 
-# The gen_init_cpio file list; $1 = path of busybox, $2 = path of init.
+# The gen_init_cpio file list; $1 = path of busybox, $2 = path of init, $3 = path of fstab.
 file_list() {
   cat <<EOF
 dir /dev 0755 0 0
@@ -98,6 +100,7 @@ slink /usr/bin ../bin 0777 0 0
 slink /usr/sbin ../bin 0777 0 0
 file /bin/busybox $1 0755 0 0
 file /init $2 0755 0 0
+file /etc/fstab $3 0644 0 0
 EOF
   local a
   for a in "${APPLETS[@]}"; do
@@ -111,7 +114,8 @@ cache_key() {
     echo "gen_init_cpio $SRC_PKG $(pkg_version "$SRC_PKG")"
     echo "busybox $(sha256sum <"$BUSYBOX")"
     echo "init $(sha256sum <"$INIT")"
-    file_list BUSYBOX INIT
+    echo "fstab $(sha256sum <"$FSTAB")"
+    file_list BUSYBOX INIT FSTAB
   } | sha256_stdin
 }
 
@@ -132,7 +136,7 @@ main() {
   tmp=$CACHE/.tmp-$key
   rm -rf "$tmp"
   mkdir -p "$tmp"
-  file_list "$BUSYBOX" "$INIT" >"$tmp/files.list"
+  file_list "$BUSYBOX" "$INIT" "$FSTAB" >"$tmp/files.list"
   "$tool" -t "$TIMESTAMP" "$tmp/files.list" >"$tmp/initramfs.cpio" ||
     die "gen_init_cpio failed on $tmp/files.list"
   echo "busybox=$(pkg_version "$BUSYBOX_PKG")" >"$tmp/build-info"

@@ -7,6 +7,11 @@
 //!   implements.
 //! - [`server`]: the hyper server on a Unix socket and the VMM's [`VmmEndpoint`].
 //! - [`client`]: a blocking client.
+//! - [`runner::run_vmm`]: the VMM process loop (`--api-sock`, `--config-file`, `--no-api`).
+//! - [`metrics`] and [`logger`]: the JSON-lines metrics writer and the `PUT /logger` logger.
+//!
+//! The vmm crate implements [`VmmBackend`] on KVM (`vmm::api_backend::KvmBackend`); its
+//! `vmctl-vmm` binary is `run_vmm` with that backend.
 
 pub mod action;
 pub mod client;

@@ -125,3 +125,46 @@ fn actions_and_vm_state() {
     );
     assert!(matches!(v, VmmAction::PutVsock(c) if c.guest_cid == 3));
 }
+
+mod fuzz {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    fn method() -> impl Strategy<Value = String> {
+        prop_oneof![
+            Just("GET".to_string()),
+            Just("PUT".to_string()),
+            Just("PATCH".to_string()),
+            "[A-Z]{1,8}"
+        ]
+    }
+
+    fn path() -> impl Strategy<Value = String> {
+        let known: Vec<String> = ROUTES
+            .iter()
+            .map(|r| r.path.replace("{drive_id}", "d").replace("{iface_id}", "i"))
+            .collect();
+        prop_oneof![proptest::sample::select(known), "/[ -~]{0,80}"]
+    }
+
+    fn body() -> impl Strategy<Value = Vec<u8>> {
+        prop_oneof![
+            proptest::collection::vec(any::<u8>(), 0..256),
+            // JSON-ish text with the API's field names, to get past the first byte.
+            "\\{(\"(drive_id|path_on_host|vcpu_count|mem_size_mib|state|action_type|guest_cid|uds_path|rate_limiter|bandwidth|size|refill_time)\": ?(-?[0-9]{1,25}|\"[a-zA-Z_/]{0,10}\"|true|null|\\{\\}|\\[\\]),? ?){0,6}\\}"
+                .prop_map(String::into_bytes),
+        ]
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(2000))]
+        #[test]
+        fn any_request_parses_or_is_a_4xx(m in method(), p in path(), b in body()) {
+            if let Err(e) = parse_request(&m, &p, &b) {
+                prop_assert!((400..500).contains(&e.status), "{} {} -> {}", m, p, e);
+                prop_assert!(!e.message.is_empty());
+            }
+        }
+    }
+}

@@ -3,6 +3,7 @@
 //! the exit status once the VM has ended.
 
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicI32, Ordering};
 use std::time::{Duration, Instant};
 
 use crate::action::{ActionError, VmmAction};
@@ -23,6 +24,9 @@ pub struct VmmOptions {
     pub max_body_bytes: usize,
     /// How often metrics are flushed when configured (Firecracker: 60 s).
     pub metrics_interval: Duration,
+    /// Set to a signal number (by the process's SIGINT/SIGTERM handler) to end the VMM:
+    /// [`run_vmm`] then returns 128 + that number after stopping the VM and the server.
+    pub stop_signal: Option<&'static AtomicI32>,
 }
 
 impl VmmOptions {
@@ -34,6 +38,7 @@ impl VmmOptions {
             config_file: None,
             max_body_bytes: DEFAULT_MAX_BODY_BYTES,
             metrics_interval: Duration::from_secs(60),
+            stop_signal: None,
         }
     }
 }
@@ -102,6 +107,14 @@ pub fn run_vmm<B: VmmBackend>(opts: VmmOptions, backend: B) -> Result<i32, RunEr
             if let Err(e) = c.flush_metrics() {
                 tracing::warn!("periodic metrics flush: {e}");
             }
+        }
+        if let Some(sig) = opts
+            .stop_signal
+            .map(|s| s.load(Ordering::SeqCst))
+            .filter(|s| *s != 0)
+        {
+            tracing::info!("stopping on signal {sig}");
+            return Some(128 + sig);
         }
         c.backend_mut().exit_code()
     };

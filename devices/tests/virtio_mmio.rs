@@ -19,6 +19,7 @@ fn driver() -> (Driver, tempfile::NamedTempFile) {
         read_only: false,
         id: "m".into(),
         rate_limiter: None,
+        root: false,
     })
     .unwrap();
     (Driver::new(blk), img)

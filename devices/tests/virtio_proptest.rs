@@ -177,6 +177,7 @@ fn block_survives_arbitrary_queues_and_recovers() {
         read_only: false,
         id: "fuzz".into(),
         rate_limiter: None,
+        root: false,
     })
     .unwrap();
     let d = RefCell::new(Driver::new(dev));

@@ -332,9 +332,14 @@ fn streaming_both_directions_respects_credit() {
     assert!(host_got == guest_out, "guest->host stream corrupted");
     assert!(guest_got == host_out, "host->guest stream corrupted");
     eprintln!(
-        "vsock streamed {} MiB each way in {secs:.2}s ({:.1} MiB/s per direction, debug build)",
+        "vsock streamed {} MiB each way in {secs:.2}s ({:.1} MiB/s per direction, {} build)",
         n >> 20,
-        (n >> 20) as f64 / secs
+        (n >> 20) as f64 / secs,
+        if cfg!(debug_assertions) {
+            "debug"
+        } else {
+            "release"
+        }
     );
 }
 
@@ -471,7 +476,7 @@ fn host_connect_times_out_when_the_guest_never_answers() {
     assert_eq!((rst.src_port, rst.dst_port), (req.src_port, 77));
     let waited = start.elapsed();
     assert!(
-        waited >= Duration::from_millis(1900) && waited < Duration::from_secs(4),
+        waited >= Duration::from_millis(4900) && waited < Duration::from_secs(8),
         "{waited:?}"
     );
     s.set_nonblocking(true).unwrap();
@@ -563,4 +568,30 @@ fn concurrent_streams_are_independent_and_fair() {
         LEN >> 20,
         start.elapsed().as_secs_f64()
     );
+}
+
+#[test]
+fn silent_host_clients_are_dropped() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = uds(&dir);
+    let mut g = Guest::new(&path);
+    let mut s = UnixStream::connect(&path).unwrap();
+    s.write_all(b"CONN").unwrap(); // never finishes the line
+    s.set_nonblocking(true).unwrap();
+    let start = Instant::now();
+    loop {
+        g.poll(10);
+        match s.read(&mut [0u8; 8]) {
+            Ok(0) => break,
+            Ok(_) => panic!("reply to an unfinished handshake"),
+            Err(_) => assert!(start.elapsed() < SEC, "silent client never dropped"),
+        }
+    }
+    assert!(
+        start.elapsed() >= Duration::from_millis(4900),
+        "{:?}",
+        start.elapsed()
+    );
+    // The device still serves well-behaved clients.
+    host_connect(&mut g, &path, 5, 65536);
 }

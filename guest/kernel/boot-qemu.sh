@@ -2,22 +2,27 @@
 # Boots the cached guest kernel + initramfs under QEMU microvm and measures the wall time from
 # exec to the "VMCTL-GUEST-READY" line. Every console line is printed with its wall time.
 #
-# usage: guest/kernel/boot-qemu.sh [--kvm] [--smp N] [--mem SIZE] [--debug] [--timeout S]
+# usage: guest/kernel/boot-qemu.sh [--kvm] [--cpu MODEL] [--smp N] [--mem SIZE] [--debug] [--timeout S]
 #                                  [--append ARGS] [--kernel PATH] [--initrd PATH]
-#                                  [--sample-rip S] [--log FILE]
-#   --kvm         -enable-kvm -cpu host and guest/kernel/cmdline-nested (default: TCG)
+#                                  [--sample-rip S] [--log FILE] [--grace S]
+#                                  [--cpu MODEL] [--machine-opts OPTS]
+#   --kvm         -enable-kvm and guest/kernel/cmdline-nested (default: TCG)
 #   --debug       add "initcall_debug ignore_loglevel" (prints every initcall's duration)
+#   --grace S     kill QEMU S seconds after the marker line if it has not exited (default 30)
 #   --sample-rip  every S seconds, log the vCPUs' RIP (QEMU monitor) to FILE.rip
 # Exit status 0 when the marker line was seen (and QEMU then exited), 1 otherwise.
 set -euo pipefail
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 ROOT=$(cd "$HERE/../.." && pwd)
 
-ACCEL=tcg SMP=2 MEM=256M DEBUG=0 TIMEOUT=120 EXTRA="" KERNEL="" INITRD="" SAMPLE=0
+ACCEL=tcg CPU="" MACHINE_OPTS="" GRACE=30 SMP=2 MEM=256M DEBUG=0 TIMEOUT=120 EXTRA="" KERNEL="" INITRD="" SAMPLE=0
 LOG=${TMPDIR:-/tmp}/vmctl-boot-$$.log
 while (($#)); do
   case $1 in
     --kvm) ACCEL=kvm ;;
+    --cpu) CPU=$2; shift ;;
+    --machine-opts) MACHINE_OPTS=,$2; shift ;;
+    --grace) GRACE=$2; shift ;;
     --smp) SMP=$2; shift ;;
     --mem) MEM=$2; shift ;;
     --debug) DEBUG=1 ;;
@@ -38,15 +43,18 @@ done
 CMDLINE=$(cat "$HERE/cmdline")
 if [ "$ACCEL" = kvm ]; then
   CMDLINE="$CMDLINE $(cat "$HERE/cmdline-nested")"
-  ACCEL_ARGS=(-enable-kvm -cpu host)
+  ACCEL_ARGS=(-enable-kvm) # not -cpu host: QEMU fails to set MSR 0x10a on nested PVM
 else
   ACCEL_ARGS=(-accel tcg)
 fi
+[ -z "$CPU" ] || ACCEL_ARGS+=(-cpu "$CPU")
 [ "$DEBUG" = 0 ] || CMDLINE="$CMDLINE initcall_debug ignore_loglevel"
 [ -z "$EXTRA" ] || CMDLINE="$CMDLINE $EXTRA"
 
 MON=${TMPDIR:-/tmp}/vmctl-boot-$$.mon
-QEMU=(qemu-system-x86_64 -M microvm "${ACCEL_ARGS[@]}" -smp "$SMP" -m "$MEM"
+# -device i8042: like the vmctl VMM, so that reboot=k ends QEMU (-no-reboot) at once.
+QEMU=(qemu-system-x86_64 -M "microvm$MACHINE_OPTS" "${ACCEL_ARGS[@]}" -smp "$SMP" -m "$MEM"
+  -device i8042
   -kernel "$KERNEL" -initrd "$INITRD" -append "$CMDLINE"
   -nodefaults -no-user-config -display none -serial stdio -no-reboot
   -monitor "unix:$MON,server,nowait")
@@ -78,13 +86,17 @@ seen=""
 : >"$LOG"
 coproc Q { exec timeout "$TIMEOUT" "${QEMU[@]}" </dev/null 2>&1; }
 qpid=$Q_PID
-[ "$SAMPLE" = 0 ] || { sample_rip & sampler=$!; }
-while IFS= read -r line <&"${Q[0]}"; do
+exec {qout}<&"${Q[0]}"
+[ "$SAMPLE" = 0 ] || { sample_rip & sampler=$!; trap 'kill $sampler 2>/dev/null' EXIT; }
+while IFS= read -r line <&"$qout"; do
   now=$EPOCHREALTIME
   t=$(awk -v a="$start" -v b="$now" 'BEGIN { printf "%7.3f", b - a }')
   line=${line%$'\r'}
   printf '[%s] %s\n' "$t" "$line" | tee -a "$LOG"
-  if [ -z "$seen" ] && [ "$line" = "VMCTL-GUEST-READY" ]; then seen=$t; fi
+  if [ -z "$seen" ] && [ "$line" = "VMCTL-GUEST-READY" ]; then
+    seen=$t
+    { sleep "$GRACE"; kill "$qpid" 2>/dev/null; } & # timeout(1) passes SIGTERM on to QEMU
+  fi
 done
 wait "$qpid" && rc=0 || rc=$?
 [ -z "${sampler:-}" ] || kill "$sampler" 2>/dev/null || true

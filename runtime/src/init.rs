@@ -19,9 +19,14 @@ pub(crate) fn run(sync_fd: std::os::fd::RawFd, exec: impl FnOnce()) -> ! {
             unsafe { libc::_exit(127) }
         }
         Ok(ForkResult::Parent { child }) => {
-            // The workload's exec (close-on-exec) must be what the runtime sees as EOF.
-            // SAFETY: closing our copy of the sync socket; nothing else uses it here.
-            unsafe { libc::close(sync_fd) };
+            // The workload's exec (close-on-exec) must be what the runtime sees as EOF, and
+            // the init keeps none of the runtime's descriptors (sockets, fifo, logs).
+            // SAFETY: closing our copy of the sync socket, then every fd >= 3; the reaper
+            // below uses none of them.
+            unsafe {
+                libc::close(sync_fd);
+                libc::syscall(libc::SYS_close_range, 3u32, u32::MAX, 0u32);
+            }
             reap(child, &all)
         }
         Err(e) => {

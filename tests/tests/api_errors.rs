@@ -227,3 +227,41 @@ fn malformed_http_is_answered_and_does_not_kill_the_server() {
     );
     assert_eq!(vm.call("GET", "/", "").0, 200);
 }
+
+#[test]
+fn random_bytes_on_the_socket_never_kill_the_server() {
+    use std::io::{Read, Write};
+    let vm = TestVm::start();
+    // A fixed-seed xorshift generator: reproducible garbage, some of it starting like HTTP.
+    let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+    let mut next = move || {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        x
+    };
+    let prefixes: [&[u8]; 4] = [
+        b"",
+        b"PUT /actions HTTP/1.1\r\n",
+        b"GET / HTTP/1.1\r\nContent-Length: 5\r\n\r\n",
+        b"PATCH /vm HTTP/1.1\r\nHost: x\r\nContent-Length: 40\r\n\r\n",
+    ];
+    for i in 0..200 {
+        let mut bytes = prefixes[i % prefixes.len()].to_vec();
+        let len = (next() % 300) as usize;
+        bytes.extend((0..len).map(|_| next() as u8));
+        let mut s = std::os::unix::net::UnixStream::connect(&vm.sock).unwrap();
+        s.set_read_timeout(Some(std::time::Duration::from_millis(200)))
+            .unwrap();
+        let _ = s.write_all(&bytes);
+        let _ = s.shutdown(std::net::Shutdown::Write);
+        let mut out = Vec::new();
+        let _ = s.read_to_end(&mut out);
+        if !out.is_empty() {
+            let text = String::from_utf8_lossy(&out);
+            assert!(text.starts_with("HTTP/1.1 4"), "input {i} got {text:?}");
+        }
+    }
+    let (status, v) = vm.call("GET", "/", "");
+    assert_eq!(status, 200, "{v}");
+}

@@ -24,6 +24,7 @@ fn run_guest(img: &std::path::Path, read_only: bool) -> String {
         read_only,
         id: "kvm-disk".into(),
         rate_limiter: None,
+        root: false,
     })
     .unwrap();
     let dev = VirtioMmioDevice::new(b.guest_memory().clone(), blk).unwrap();

@@ -75,6 +75,16 @@ fn corrupt_kernel() {
 }
 
 #[test]
+fn truncated_elf_kernel() {
+    let dir = tempfile::tempdir().unwrap();
+    let k = dir.path().join("truncated.elf");
+    let full = std::fs::read(guest::build("hello")).unwrap();
+    std::fs::write(&k, &full[..200]).unwrap();
+    let out = vmctl(&["--kernel", k.to_str().unwrap(), "--memory", "16"]);
+    assert_fails_with(&out, &["cannot load ELF kernel", "truncated.elf"]);
+}
+
+#[test]
 fn initrd_too_big_for_memory() {
     let dir = tempfile::tempdir().unwrap();
     let initrd = dir.path().join("big.cpio");

@@ -133,3 +133,35 @@ fn pause_parks_vcpus_and_resume_continues() {
     stop.stop();
     assert_eq!(t.join().unwrap(), ExitReason::Stopped);
 }
+
+#[test]
+fn memory_above_the_mmio_gap() {
+    // 4.5 GiB: RAM below 3 GiB and 1.5 GiB above 4 GiB (two KVM memory slots); the MMIO gap
+    // in between still reaches the boot marker.
+    let mut c = guest::config("hello", 1, "");
+    c.mem_mib = 4608;
+    let run = vm_run::run(VmBuilder::new(c).unwrap(), Duration::from_secs(30)).unwrap();
+    assert_eq!(run.reason, ExitReason::Reboot, "console: {}", run.console);
+    assert!(run.boot_time.is_some());
+}
+
+#[test]
+fn caller_driven_event_loop() {
+    // start + poll, as a caller that owns the loop (e.g. an API server) would drive it.
+    let mut vm = VmBuilder::new(guest::config("hello", 1, ""))
+        .unwrap()
+        .build()
+        .unwrap();
+    assert_eq!(vm.exit_reason(), None);
+    vm.start().unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let reason = loop {
+        if let Some(r) = vm.poll(100).unwrap() {
+            break r;
+        }
+        assert!(std::time::Instant::now() < deadline, "guest did not end");
+    };
+    assert_eq!(reason, ExitReason::Reboot);
+    vm.shutdown();
+    assert_eq!(vm.console().contents(), "hello from ring 3\n");
+}

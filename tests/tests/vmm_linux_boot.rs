@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use vmctl_tests::{linux, vmctl_bin};
 
-const LIMIT: Duration = Duration::from_secs(400);
+const LIMIT: Duration = Duration::from_secs(900);
 const READY: &str = "VMCTL-GUEST-READY";
 
 struct Boot {

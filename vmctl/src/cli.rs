@@ -154,8 +154,9 @@ pub struct RunArgs {
     pub vcpus: u8,
 
     // ---- virtio devices of the VM ----
-    /// Attach a virtio-blk disk backed by a raw image (repeatable; the first is /dev/vda):
-    /// PATH[,ro][,id=ID][,bw=BYTES_PER_SEC][,iops=OPS_PER_SEC].
+    /// Attach a virtio-blk disk backed by a raw image (repeatable; the first is /dev/vda, and
+    /// `root` on it adds root=/dev/vda to the kernel command line):
+    /// PATH[,ro][,root][,id=ID][,bw=BYTES_PER_SEC][,iops=OPS_PER_SEC].
     #[arg(long = "disk", value_name = "PATH[,ro]", value_parser = devices::virtio::spec::parse_disk)]
     pub disks: Vec<devices::virtio::block::BlockConfig>,
     /// Attach a virtio-net NIC on a host TAP, created if missing (repeatable):

@@ -422,7 +422,7 @@ fn run_detached(args: &RunArgs, spec: Spec, img: backend::Image, id: &str) -> Re
             let _ = nix::unistd::dup2_stderr(log.as_fd());
             let code = match launch(args, spec, img, id, None) {
                 Ok(c) => {
-                    let _ = wr.write_all(b"ok");
+                    let _ = wr.write_all(b"ok\n");
                     drop(wr);
                     let code = c.wait().unwrap_or(255);
                     let _ = std::fs::write(dir.join("exit_code"), code.to_string());
@@ -434,7 +434,9 @@ fn run_detached(args: &RunArgs, spec: Spec, img: backend::Image, id: &str) -> Re
                     0
                 }
                 Err(e) => {
-                    let _ = wr.write_all(format!("{e:#}").as_bytes());
+                    let _ =
+                        wr.write_all(format!("{e:#}\n").replace('\n', " ").trim_end().as_bytes());
+                    let _ = wr.write_all(b"\n");
                     1
                 }
             };
@@ -443,10 +445,11 @@ fn run_detached(args: &RunArgs, spec: Spec, img: backend::Image, id: &str) -> Re
         }
         nix::unistd::ForkResult::Parent { .. } => {
             drop(wr);
+            // One line: the container's processes may keep the other end open.
             let mut msg = String::new();
-            rd.read_to_string(&mut msg)?;
-            if msg != "ok" {
-                bail!("{msg}");
+            std::io::BufRead::read_line(&mut std::io::BufReader::new(&mut rd), &mut msg)?;
+            if msg.trim() != "ok" {
+                bail!("{}", msg.trim());
             }
             println!("{id}");
             Ok(0)

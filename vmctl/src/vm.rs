@@ -45,11 +45,17 @@ pub fn run_kernel(args: RunArgs) -> anyhow::Result<i32> {
     let mut config = vmm::VmConfig::new(kernel);
     config.initrd = args.initrd;
     config.cmdline = vmm::cmdline::compose(args.cmdline.as_deref(), pvm);
+    if let Some(root) = devices::virtio::spec::root_cmdline(&args.disks) {
+        config.cmdline = format!("{} {root}", config.cmdline);
+    }
     config.vcpus = args.vcpus;
     config.mem_mib = mem_mib;
     config.console = Some(Arc::new(Mutex::new(std::io::stdout())));
     config.stdin_input = true;
+    // VMCTL_SAMPLE_RIP=1: print every vCPU's RIP once a second, named from VMCTL_SYSTEM_MAP or
+    // the System.map next to the kernel.
     config.sample_rip = std::env::var("VMCTL_SAMPLE_RIP").is_ok_and(|v| v == "1");
+    config.system_map = std::env::var_os("VMCTL_SYSTEM_MAP").map(Into::into);
 
     let mut builder = vmm::VmBuilder::new(config)?;
     let virtio = crate::virtio::VirtioDevices {

@@ -76,7 +76,16 @@ pub fn load_kernel(mem: &GuestMemoryMmap, path: &Path, mem_size: u64) -> Result<
                 kernel_end: r.kernel_end,
             });
         }
-        Err(e) => e.to_string(),
+        Err(e) => {
+            if is_elf(&mut file) {
+                return Err(Error::KernelLoad {
+                    path: path.to_path_buf(),
+                    reason: e.to_string(),
+                    mem_mib: mem_size >> 20,
+                });
+            }
+            e.to_string()
+        }
     };
     match BzImage::load(mem, None, &mut file, himem) {
         Ok(r) => {
@@ -101,6 +110,15 @@ pub fn load_kernel(mem: &GuestMemoryMmap, path: &Path, mem_size: u64) -> Result<
             bzimage: e.to_string(),
         }),
     }
+}
+
+/// Whether the file starts with the ELF magic.
+fn is_elf(file: &mut File) -> bool {
+    use std::io::{Read, Seek, SeekFrom};
+    let mut magic = [0u8; 4];
+    file.seek(SeekFrom::Start(0)).is_ok()
+        && file.read_exact(&mut magic).is_ok()
+        && magic == *b"\x7fELF"
 }
 
 /// Places the initrd page-aligned as high in low RAM as it fits; returns (address, size).

@@ -50,6 +50,9 @@ pub struct VmConfig {
     pub start_all_vcpus_at_entry: bool,
     /// Log every vCPU's RIP once a second.
     pub sample_rip: bool,
+    /// A `System.map` to name sampled RIPs with (default: `System.map` next to the kernel,
+    /// if there is one).
+    pub system_map: Option<PathBuf>,
     /// The reference for "since VMM process start" boot times.
     pub process_start: Instant,
 }
@@ -67,6 +70,7 @@ impl VmConfig {
             stdin_input: false,
             start_all_vcpus_at_entry: false,
             sample_rip: false,
+            system_map: None,
             process_start: crate::process_start(),
         }
     }
@@ -335,6 +339,22 @@ impl VmBuilder {
             console: self.console,
             process_start: c.process_start,
             sample: c.sample_rip,
+            symbols: if c.sample_rip { load_symbols(c) } else { None },
         }))
+    }
+}
+
+/// The System.map for RIP samples: the configured one, else one next to the kernel.
+fn load_symbols(c: &VmConfig) -> Option<Arc<crate::symbols::SymbolMap>> {
+    let path = c.system_map.clone().or_else(|| {
+        let p = c.kernel.parent()?.join("System.map");
+        p.exists().then_some(p)
+    })?;
+    match crate::symbols::SymbolMap::load(&path) {
+        Ok(m) => Some(Arc::new(m)),
+        Err(e) => {
+            tracing::warn!("cannot read {} for RIP samples: {e}", path.display());
+            None
+        }
     }
 }

@@ -47,6 +47,12 @@ pub enum Error {
         elf: String,
         bzimage: String,
     },
+    #[error("cannot load ELF kernel {path} into {mem_mib} MiB of guest memory: {reason}; check that it is an x86_64 vmlinux linked at or above 1 MiB, or raise --memory")]
+    KernelLoad {
+        path: PathBuf,
+        reason: String,
+        mem_mib: u64,
+    },
     #[error("kernel {path} ({size} bytes) does not fit in {mem_mib} MiB of guest memory; raise --memory")]
     KernelTooBig {
         path: PathBuf,

@@ -32,13 +32,15 @@
 //!   exits to user space, so this is how a Linux `poweroff -f` without ACPI (every CPU in
 //!   `cli; hlt`) is seen: when all vCPUs are halted with IF clear (or never started) on two
 //!   ticks in a row, the VM ends with [`ExitReason::PowerOff`]. With `VmConfig::sample_rip`
-//!   (vmctl: `VMCTL_SAMPLE_RIP=1`) each vCPU prints its RIP to stderr once a second.
+//!   (vmctl: `VMCTL_SAMPLE_RIP=1`) each vCPU prints its RIP to stderr once a second, named
+//!   from a `System.map` (`VmConfig::system_map`, or the one next to the kernel).
 //! - [`VcpuControl::pause`] parks every vCPU thread outside `KVM_RUN` (kick until all report
 //!   parked); [`VcpuControl::resume`] releases them. [`StopHandle::stop`] ends `run` from
 //!   another thread; SIGINT/SIGTERM end it too.
 //! - A reboot or halt after the console showed "Kernel panic - not syncing" counts as
 //!   [`ExitReason::GuestPanic`] (vmctl passes `panic=1`, so a panicking guest resets).
 
+pub mod api_backend;
 pub mod arch;
 pub mod boot;
 mod builder;
@@ -48,6 +50,7 @@ mod error;
 mod exit;
 mod machine;
 mod signals;
+pub mod symbols;
 pub mod vstate;
 
 use std::sync::{Arc, Mutex};

@@ -3,7 +3,7 @@
 use std::sync::mpsc::Sender;
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use devices::bus::Bus;
 use devices::legacy::{BootTime, BootTimer, ConsoleOutput};
@@ -34,6 +34,7 @@ pub(crate) struct Parts {
     pub console: ConsoleOutput,
     pub process_start: Instant,
     pub sample: bool,
+    pub symbols: Option<Arc<crate::symbols::SymbolMap>>,
 }
 
 /// A VM ready to run. [`Vmm::run`] blocks until the guest reboots, powers off, fails, or the
@@ -41,12 +42,27 @@ pub(crate) struct Parts {
 pub struct Vmm {
     p: Parts,
     boot_timer: BootTimer,
+    started: bool,
+    threads: Vec<JoinHandle<()>>,
+    signals: Option<crate::signals::SignalGuard>,
+}
+
+impl Drop for Vmm {
+    fn drop(&mut self) {
+        self.shutdown();
+    }
 }
 
 impl Vmm {
     pub(crate) fn new(p: Parts) -> Self {
         let boot_timer = BootTimer::new(p.process_start);
-        Self { p, boot_timer }
+        Self {
+            p,
+            boot_timer,
+            started: false,
+            threads: Vec::new(),
+            signals: None,
+        }
     }
 
     /// A handle that ends [`Vmm::run`] from another thread ([`ExitReason::Stopped`]).
@@ -57,6 +73,13 @@ impl Vmm {
             .try_clone()
             .map_err(Error::io("eventfd clone"))?;
         Ok(StopHandle { evt })
+    }
+
+    /// Adds an event-loop subscriber (also possible before [`Vmm::run`] only, as `run` holds
+    /// the loop).
+    pub fn add_subscriber(&mut self, subscriber: Subscriber) -> event_manager::SubscriberId {
+        use event_manager::SubscriberOps;
+        self.p.em.add_subscriber(subscriber)
     }
 
     /// Pause/resume handle for the vCPUs.
@@ -84,10 +107,29 @@ impl Vmm {
         &self.p.mem
     }
 
-    /// Runs the VM to its end.
+    /// Runs the VM to its end: [`Vmm::start`], [`Vmm::poll`] until the guest ends,
+    /// [`Vmm::shutdown`].
     pub fn run(&mut self) -> Result<ExitReason> {
-        let _signals = crate::signals::register(&self.p.signal_evt)
-            .map_err(Error::io("installing SIGINT/SIGTERM handlers"))?;
+        let result = self.start().and_then(|()| loop {
+            if let Some(reason) = self.poll(500)? {
+                break Ok(reason);
+            }
+        });
+        self.shutdown();
+        result
+    }
+
+    /// Starts the vCPU threads (once; later calls do nothing). For callers that drive the
+    /// event loop themselves with [`Vmm::poll`].
+    pub fn start(&mut self) -> Result<()> {
+        if self.started {
+            return Ok(());
+        }
+        self.started = true;
+        self.signals = Some(
+            crate::signals::register(&self.p.signal_evt)
+                .map_err(Error::io("installing SIGINT/SIGTERM handlers"))?,
+        );
         self.boot_timer.reset_vm_start();
         let mut mmio = self.p.mmio.clone();
         mmio.insert(
@@ -100,55 +142,53 @@ impl Vmm {
             pio: self.p.pio.clone(),
             mmio,
         });
-        let mut threads: Vec<JoinHandle<()>> = Vec::new();
-        let mut started = Ok(());
         for vcpu in self.p.vcpus.drain(..) {
-            let notify = match self.p.vcpu_evt.try_clone() {
-                Ok(n) => n,
-                Err(e) => {
-                    started = Err(Error::io("eventfd clone")(e));
-                    break;
-                }
-            };
-            match vcpu.start(
+            let notify = self
+                .p
+                .vcpu_evt
+                .try_clone()
+                .map_err(Error::io("eventfd clone"))?;
+            let t = vcpu.start(
                 self.p.control.clone(),
                 buses.clone(),
                 self.p.vcpu_tx.clone(),
                 notify,
                 self.p.sample,
-            ) {
-                Ok(t) => threads.push(t),
-                Err(e) => {
-                    started = Err(e);
-                    break;
-                }
-            }
+                self.p.symbols.clone(),
+            )?;
+            self.threads.push(t);
         }
-        let result = started.and_then(|()| self.event_loop());
+        Ok(())
+    }
+
+    /// Dispatches the event loop once (waiting at most `timeout_ms`, -1 for ever); returns
+    /// why the VM ended once it has.
+    pub fn poll(&mut self, timeout_ms: i32) -> Result<Option<ExitReason>> {
+        if let Some(reason) = self.exit_reason() {
+            return Ok(Some(reason));
+        }
+        match self.p.em.run_with_timeout(timeout_ms) {
+            Ok(_) => {}
+            Err(event_manager::Error::Epoll(e)) if e.errno() == libc::EINTR => {}
+            Err(e) => return Err(Error::EventLoop(e.to_string())),
+        }
+        Ok(self.exit_reason())
+    }
+
+    /// Why the VM ended, once it has.
+    pub fn exit_reason(&self) -> Option<ExitReason> {
+        self.p.exit.lock().expect("exit slot poisoned").clone()
+    }
+
+    /// Stops and joins the vCPU threads (also done on drop).
+    pub fn shutdown(&mut self) {
         self.p.control.request_exit();
-        for t in threads {
+        for t in self.threads.drain(..) {
             if t.join().is_err() {
                 tracing::error!("a vCPU thread panicked");
             }
         }
-        result
-    }
-
-    fn event_loop(&mut self) -> Result<ExitReason> {
-        loop {
-            if let Some(reason) = self.p.exit.lock().expect("exit slot poisoned").clone() {
-                return Ok(reason);
-            }
-            match self
-                .p
-                .em
-                .run_with_timeout(Duration::from_millis(500).as_millis() as i32)
-            {
-                Ok(_) => {}
-                Err(event_manager::Error::Epoll(e)) if e.errno() == libc::EINTR => {}
-                Err(e) => return Err(Error::EventLoop(e.to_string())),
-            }
-        }
+        self.signals = None;
     }
 
     /// The KVM VM (for device set-up that needs it after build).

@@ -221,7 +221,24 @@ pub enum QueueError {
 }
 
 /// Pops and validates the next available chain; `Ok(None)` when the ring is empty.
+///
+/// On an empty ring, driver notifications are re-enabled first (with VIRTIO_RING_F_EVENT_IDX
+/// this publishes `avail_event`, without which the driver would stop notifying) and the ring
+/// is checked once more, so a buffer made available meanwhile is not missed. The re-checks
+/// are bounded so a guest flipping its avail index cannot keep the device spinning.
 pub fn pop(queue: &mut Queue, mem: &GuestMemoryMmap) -> Result<Option<Popped>, QueueError> {
+    for _ in 0..4 {
+        if let Some(p) = pop_once(queue, mem)? {
+            return Ok(Some(p));
+        }
+        if !queue.enable_notification(mem).map_err(QueueError::Avail)? {
+            return Ok(None);
+        }
+    }
+    Ok(None)
+}
+
+fn pop_once(queue: &mut Queue, mem: &GuestMemoryMmap) -> Result<Option<Popped>, QueueError> {
     let mut iter = queue.iter(mem).map_err(QueueError::Avail)?;
     let Some(chain) = iter.next() else {
         return Ok(None);
@@ -231,6 +248,15 @@ pub fn pop(queue: &mut Queue, mem: &GuestMemoryMmap) -> Result<Option<Popped>, Q
         Ok(c) => Popped::Chain(c),
         Err(error) => Popped::Bad { head, error },
     }))
+}
+
+/// After used entries were added: interrupts the driver unless it asked not to be (EVENT_IDX
+/// `used_event`).
+pub fn notify_used(queue: &mut Queue, mem: &GuestMemoryMmap, interrupt: &super::Interrupt) {
+    // On a guest memory error, interrupt anyway: a spurious interrupt is harmless.
+    if queue.needs_notification(mem).unwrap_or(true) {
+        interrupt.signal_used_queue();
+    }
 }
 
 /// Puts `head` back into the used ring with `len` bytes written.

@@ -10,7 +10,7 @@ use vmm_sys_util::eventfd::EventFd;
 use super::device::VirtioDevice;
 use super::interrupt::Interrupt;
 use super::status::*;
-use super::VIRTIO_F_VERSION_1;
+use super::{VIRTIO_F_VERSION_1, VIRTIO_RING_F_EVENT_IDX};
 use crate::bus::BusDevice;
 
 /// Size of one virtio-mmio device window.
@@ -60,7 +60,7 @@ impl MmioTransport {
             queue_evts,
             queues,
             device_type,
-            avail_features: avail_features | VIRTIO_F_VERSION_1,
+            avail_features: avail_features | VIRTIO_F_VERSION_1 | VIRTIO_RING_F_EVENT_IDX,
             features_select: 0,
             acked_features_select: 0,
             acked_features: 0,
@@ -279,6 +279,10 @@ impl MmioTransport {
             self.status |= DRIVER_OK;
             self.interrupt.set_needs_reset();
             return;
+        }
+        let event_idx = self.acked_features & VIRTIO_RING_F_EVENT_IDX != 0;
+        for q in &mut self.queues {
+            q.set_event_idx(event_idx);
         }
         let max_sizes: Vec<u16> = self.queues.iter().map(|q| q.max_size()).collect();
         let queues = std::mem::replace(

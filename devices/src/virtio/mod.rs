@@ -14,7 +14,7 @@
 //! Attaching a device to a VM being built (this is what `vmctl run --disk` does):
 //!
 //! ```ignore
-//! let blk = Block::new(BlockConfig { path, read_only: false, id: "disk0".into(), rate_limiter: None })?;
+//! let blk = Block::new(BlockConfig { path, read_only: false, id: "disk0".into(), rate_limiter: None, root: false })?;
 //! let dev = VirtioMmioDevice::new(builder.guest_memory().clone(), blk)?;
 //! builder.add_mmio_device(dev.transport.clone(), dev.ioevents()?, dev.interrupt_evt().try_clone()?)?;
 //! builder.add_subscriber(dev.subscriber.clone());
@@ -35,6 +35,10 @@ pub use interrupt::Interrupt;
 
 /// VIRTIO_F_VERSION_1: the only transport feature every device offers and requires.
 pub const VIRTIO_F_VERSION_1: u64 = 1 << virtio_bindings::virtio_config::VIRTIO_F_VERSION_1;
+
+/// VIRTIO_RING_F_EVENT_IDX: interrupt and notification suppression through `used_event` /
+/// `avail_event`; offered by the transport for every device.
+pub const VIRTIO_RING_F_EVENT_IDX: u64 = 1 << virtio_bindings::virtio_ring::VIRTIO_RING_F_EVENT_IDX;
 
 /// Device status bits (virtio spec 2.1).
 pub mod status {

@@ -26,9 +26,14 @@ pub enum SpecError {
     DuplicateTap(String),
     #[error("only one --vsock device is supported; remove the extra ones")]
     MultipleVsock,
+    #[error(
+        "disk {0:?} is marked root but is not the first --disk; the root disk must come first \
+         (it is /dev/vda in the guest)"
+    )]
+    RootNotFirst(PathBuf),
 }
 
-const DISK_USAGE: &str = "PATH[,ro][,id=ID][,bw=BYTES_PER_SEC][,iops=OPS_PER_SEC]";
+const DISK_USAGE: &str = "PATH[,ro][,root][,id=ID][,bw=BYTES_PER_SEC][,iops=OPS_PER_SEC]";
 const NET_USAGE: &str = "tap=NAME[,mac=aa:bb:cc:dd:ee:ff][,bw=BYTES_PER_SEC]";
 const VSOCK_USAGE: &str = "cid=N,uds=PATH (N >= 3)";
 
@@ -81,12 +86,14 @@ pub fn parse_disk(spec: &str) -> Result<BlockConfig, SpecError> {
         read_only: false,
         id: String::new(),
         rate_limiter: None,
+        root: false,
     };
     let mut rl = RateLimiterConfig::default();
     for p in parts {
         match p.split_once('=') {
             None if p == "ro" => cfg.read_only = true,
             None if p == "rw" => cfg.read_only = false,
+            None if p == "root" => cfg.root = true,
             Some(("id", v)) if !v.is_empty() && v.len() <= ID_LEN => cfg.id = v.into(),
             Some(("id", v)) => {
                 return Err(bad(
@@ -170,6 +177,16 @@ pub fn parse_vsock(spec: &str) -> Result<VsockConfig, SpecError> {
     Ok(cfg)
 }
 
+/// The kernel command-line arguments for a root disk: `root=/dev/vda rw` (or `ro`), if the first
+/// disk is marked root.
+pub fn root_cmdline(disks: &[BlockConfig]) -> Option<String> {
+    let d = disks.first().filter(|d| d.root)?;
+    Some(format!(
+        "root=/dev/vda {}",
+        if d.read_only { "ro" } else { "rw" }
+    ))
+}
+
 /// Gives unnamed disks ids (`disk0`, `disk1`, ... by position) and rejects duplicate disk ids,
 /// images, TAPs and more than one vsock.
 pub fn check_devices(
@@ -181,6 +198,9 @@ pub fn check_devices(
         if d.id.is_empty() {
             d.id = format!("disk{i}");
         }
+    }
+    if let Some(d) = disks.iter().skip(1).find(|d| d.root) {
+        return Err(SpecError::RootNotFirst(d.path.clone()));
     }
     let mut ids = HashSet::new();
     let mut paths = HashSet::new();

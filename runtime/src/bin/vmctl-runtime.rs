@@ -160,6 +160,14 @@ fn main() {
 }
 
 fn init_logs(cli: &Cli) {
+    if cli.log.is_none() && !cli.debug && std::env::var_os("VMCTL_LOG").is_none() {
+        // The common, fast path: warnings to stderr, no filter parsing.
+        tracing_subscriber::fmt()
+            .with_max_level(tracing::Level::WARN)
+            .with_writer(std::io::stderr)
+            .init();
+        return;
+    }
     let level = if cli.debug { "debug" } else { "warn" };
     let filter = tracing_subscriber::EnvFilter::try_from_env("VMCTL_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));

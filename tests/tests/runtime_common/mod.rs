@@ -137,21 +137,33 @@ pub fn cgroup_dirs(id: &str) -> Vec<PathBuf> {
 pub fn runtime_bin() -> PathBuf {
     static BUILT: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
     BUILT
-        .get_or_init(|| {
+        .get_or_init(|| build_bin("runtime", "vmctl-runtime"))
+        .clone()
+}
+
+/// The vmctl binary (built on demand).
+pub fn vmctl_bin() -> PathBuf {
+    static BUILT: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    BUILT.get_or_init(|| build_bin("vmctl", "vmctl")).clone()
+}
+
+fn build_bin(package: &str, name: &str) -> PathBuf {
+    {
+        {
             let exe = std::env::current_exe().unwrap();
             let dir = exe.parent().unwrap().parent().unwrap().to_path_buf();
-            let bin = dir.join("vmctl-runtime");
+            let bin = dir.join(name);
             let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
             let st = Command::new(cargo)
-                .args(["build", "-q", "-p", "runtime", "--bin", "vmctl-runtime"])
+                .args(["build", "-q", "-p", package, "--bin", name])
                 .current_dir(env!("CARGO_MANIFEST_DIR"))
                 .status()
                 .unwrap();
-            assert!(st.success(), "building vmctl-runtime failed");
+            assert!(st.success(), "building {name} failed");
             assert!(bin.exists(), "{} missing after build", bin.display());
             bin
-        })
-        .clone()
+        }
+    }
 }
 
 /// Zombie children of host process `parent` (a container's PID 1).

@@ -24,6 +24,7 @@ use vmm_sys_util::eventfd::EventFd;
 use crate::arch::x86_64::regs::{boot_fpu, boot_regs, set_boot_sregs, set_lint, EntryMode};
 use crate::arch::x86_64::{cpuid, msr};
 use crate::error::{Error, Result};
+use crate::symbols::SymbolMap;
 
 const RFLAGS_IF: u64 = 1 << 9;
 
@@ -331,6 +332,7 @@ impl Vcpu {
         events: Sender<VcpuEvent>,
         notify: EventFd,
         sample: bool,
+        symbols: Option<Arc<SymbolMap>>,
     ) -> Result<std::thread::JoinHandle<()>> {
         install_kick_handler()?;
         let name = format!("vcpu{}", self.index);
@@ -346,6 +348,7 @@ impl Vcpu {
                     buses,
                     sample,
                     sampled: 0,
+                    symbols,
                 };
                 if let Some(stop) = runner.run() {
                     let _ = events.send(VcpuEvent { index, stop });
@@ -373,6 +376,7 @@ struct Runner {
     buses: Arc<Buses>,
     sample: bool,
     sampled: u64,
+    symbols: Option<Arc<SymbolMap>>,
 }
 
 impl Runner {
@@ -473,8 +477,17 @@ impl Runner {
             self.sampled = seq;
             if let Some(r) = regs {
                 let line = format!(
-                    "vcpu {} sample: rip={:#x} rsp={:#x} rflags={:#x} rax={:#x} mp_state={mp} ({state:?})",
-                    self.index, r.rip, r.rsp, r.rflags, r.rax
+                    "vcpu {} sample: rip={:#x}{} rsp={:#x} rflags={:#x} rax={:#x} mp_state={mp} ({state:?})",
+                    self.index,
+                    r.rip,
+                    self.symbols
+                        .as_ref()
+                        .and_then(|m| m.describe(r.rip))
+                        .map(|d| format!(" ({d})"))
+                        .unwrap_or_default(),
+                    r.rsp,
+                    r.rflags,
+                    r.rax
                 );
                 eprintln!("{line}");
             }

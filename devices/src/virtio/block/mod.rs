@@ -29,9 +29,12 @@ pub struct BlockConfig {
     /// Raw image file (or block device).
     pub path: PathBuf,
     pub read_only: bool,
-    /// Drive id, returned to the guest as the serial (GET_ID); at most 20 bytes.
+    /// Drive id, returned to the guest as the serial (GET_ID): its first 20 bytes.
     pub id: String,
     pub rate_limiter: Option<RateLimiterConfig>,
+    /// The guest's root filesystem: the VMM adds `root=/dev/vda` (only the first disk, which
+    /// the guest sees as /dev/vda, may be root). The device itself ignores it.
+    pub root: bool,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -49,8 +52,6 @@ pub enum BlockError {
         mode: &'static str,
         source: io::Error,
     },
-    #[error("disk id {0:?} is longer than 20 bytes; choose a shorter drive id")]
-    IdTooLong(String),
     #[error("disk {id:?}: {source}")]
     RateLimiter {
         id: String,
@@ -96,9 +97,6 @@ impl Block {
         if meta.is_dir() {
             return Err(BlockError::IsDirectory(cfg.path));
         }
-        if cfg.id.len() > ID_LEN {
-            return Err(BlockError::IdTooLong(cfg.id));
-        }
         let file = OpenOptions::new()
             .read(true)
             .write(!cfg.read_only)
@@ -130,8 +128,16 @@ impl Block {
                 size % SECTOR_SIZE
             );
         }
+        // The serial holds 20 bytes; longer drive ids (the API allows them) are cut.
         let mut id = [0u8; ID_LEN];
-        id[..cfg.id.len()].copy_from_slice(cfg.id.as_bytes());
+        let n = cfg.id.len().min(ID_LEN);
+        if n < cfg.id.len() {
+            tracing::warn!(
+                id = cfg.id,
+                "drive id longer than 20 bytes: the guest sees its first 20"
+            );
+        }
+        id[..n].copy_from_slice(&cfg.id.as_bytes()[..n]);
         let limiter = cfg
             .rate_limiter
             .map(RateLimiter::new)
@@ -221,7 +227,7 @@ impl Block {
             used = true;
         }
         if used {
-            a.interrupt.signal_used_queue();
+            chain::notify_used(&mut a.queue, &a.mem, &a.interrupt);
         }
     }
 }

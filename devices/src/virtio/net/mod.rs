@@ -232,7 +232,7 @@ impl Net {
             used = true;
         }
         if used {
-            a.interrupt.signal_used_queue();
+            chain::notify_used(&mut a.queues[RX], &a.mem, &a.interrupt);
         }
     }
 
@@ -298,7 +298,7 @@ impl Net {
             used = true;
         }
         if used {
-            a.interrupt.signal_used_queue();
+            chain::notify_used(&mut a.queues[TX], &a.mem, &a.interrupt);
         }
     }
 }

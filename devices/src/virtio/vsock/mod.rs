@@ -110,6 +110,7 @@ struct Active {
 struct PendingConnect {
     stream: UnixStream,
     line: Vec<u8>,
+    since: std::time::Instant,
 }
 
 enum Slot {
@@ -305,7 +306,7 @@ impl MutEventSubscriber for Vsock {
             EV_RESET => {
                 let _ = self.reset_evt.read();
             }
-            EV_SWEEP => self.sweep_connecting(),
+            EV_SWEEP => self.sweep_connecting(ops),
             token => self.socket_event(token, events.event_set(), ops),
         }
         self.process_rx();

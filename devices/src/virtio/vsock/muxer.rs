@@ -13,8 +13,9 @@ use crate::virtio::chain::{self, Chain, Popped};
 
 /// Largest payload in one packet (Linux's VIRTIO_VSOCK_MAX_PKT_BUF_SIZE).
 pub const MAX_PKT_PAYLOAD: usize = 64 * 1024;
-/// How long a host-initiated connection waits for the guest to accept it.
-pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+/// How long a host-initiated connection waits for the guest to accept it (generous: a guest
+/// kernel on nested virtualization can take hundreds of milliseconds to answer).
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 const SWEEP_PERIOD: Duration = Duration::from_millis(250);
 const MAX_CONNS: usize = 1024;
 const MAX_PENDING: usize = 64;
@@ -76,8 +77,10 @@ impl Vsock {
                 Slot::Pending(PendingConnect {
                     stream,
                     line: Vec::new(),
+                    since: std::time::Instant::now(),
                 }),
             );
+            self.arm_sweep();
             self.read_connect_line(token, ops);
         }
     }
@@ -119,6 +122,10 @@ impl Vsock {
         c.owed.request = true;
         self.slots.insert(token, Slot::Conn((host_port, port)));
         self.conns.insert((host_port, port), c);
+        self.arm_sweep();
+    }
+
+    fn arm_sweep(&mut self) {
         if !self.sweep_armed {
             match self.sweep.reset(SWEEP_PERIOD, Some(SWEEP_PERIOD)) {
                 Ok(()) => self.sweep_armed = true,
@@ -127,11 +134,26 @@ impl Vsock {
         }
     }
 
-    /// Gives up on host-initiated connections the guest did not accept in time: the host
-    /// client sees EOF instead of "OK", the guest gets an RST for the stale request.
-    pub(super) fn sweep_connecting(&mut self) {
+    /// Gives up on host-initiated connections the guest did not accept in time (the host
+    /// client sees EOF instead of "OK", the guest gets an RST for the stale request), and on
+    /// host clients that do not send their CONNECT line in time.
+    pub(super) fn sweep_connecting(&mut self, ops: &mut EventOps) {
         let _ = self.sweep.wait();
-        let mut waiting = false;
+        let expired: Vec<u32> = self
+            .slots
+            .iter()
+            .filter_map(|(t, s)| match s {
+                Slot::Pending(p) if p.since.elapsed() >= CONNECT_TIMEOUT => Some(*t),
+                _ => None,
+            })
+            .collect();
+        for t in expired {
+            if let Some(Slot::Pending(p)) = self.slots.remove(&t) {
+                tracing::debug!("virtio-vsock: host client sent no CONNECT line in time");
+                let _ = ops.remove(Events::empty(&p.stream));
+            }
+        }
+        let mut waiting = self.slots.values().any(|s| matches!(s, Slot::Pending(_)));
         for c in self.conns.values_mut() {
             let Some(since) = c
                 .connecting_since
@@ -218,8 +240,8 @@ impl Vsock {
                 self.buf = data;
             }
         }
-        if let Some(a) = self.active.as_ref().filter(|_| used) {
-            a.interrupt.signal_used_queue();
+        if let Some(a) = self.active.as_mut().filter(|_| used) {
+            chain::notify_used(&mut a.queues[TX], &a.mem, &a.interrupt);
         }
     }
 
@@ -374,8 +396,8 @@ impl Vsock {
             }
             used = true;
         }
-        if let Some(a) = self.active.as_ref().filter(|_| used) {
-            a.interrupt.signal_used_queue();
+        if let Some(a) = self.active.as_mut().filter(|_| used) {
+            chain::notify_used(&mut a.queues[RX], &a.mem, &a.interrupt);
         }
     }
 
