@@ -205,7 +205,7 @@ pub fn table(r: &Report) -> String {
     }
     let ratios = ratios(r);
     if !ratios.is_empty() {
-        let _ = writeln!(
+        let _ = write!(
             o,
             "\nRatios in this run (ours / peer, medians; < 1 is faster)\n{ratios}"
         );
