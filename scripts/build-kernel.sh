@@ -35,7 +35,7 @@ for arg in "$@"; do
   case $arg in
     --print-path) PRINT_PATH=1 ;;
     --force) FORCE=1 ;;
-    -h | --help) sed -n '2,13p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h | --help) sed -n '2,12p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) die "unknown argument '$arg' (try --help)" ;;
   esac
 done

@@ -20,6 +20,9 @@ pub struct VmmOptions {
     pub api_sock: Option<PathBuf>,
     /// `--config-file`: configure from this file and boot at once.
     pub config_file: Option<PathBuf>,
+    /// A configuration given in-process (e.g. built from `vmctl run` flags): applied and booted
+    /// at once, like `config_file`; errors are [`RunError::Apply`].
+    pub config: Option<VmResources>,
     /// Largest API request body.
     pub max_body_bytes: usize,
     /// How often metrics are flushed when configured (Firecracker: 60 s).
@@ -36,6 +39,7 @@ impl VmmOptions {
             id: "anonymous-instance".into(),
             api_sock: None,
             config_file: None,
+            config: None,
             max_body_bytes: DEFAULT_MAX_BODY_BYTES,
             metrics_interval: Duration::from_secs(60),
             stop_signal: None,
@@ -75,6 +79,9 @@ pub enum RunError {
     /// Applying the configuration or booting failed.
     #[error("--config-file: {0}")]
     Boot(#[from] ActionError),
+    /// Applying [`VmmOptions::config`] or booting it failed.
+    #[error("{0}")]
+    Apply(ActionError),
     /// The API server could not start.
     #[error(transparent)]
     Server(#[from] ServerError),
@@ -95,8 +102,11 @@ fn load(path: &PathBuf) -> Result<VmResources, RunError> {
 /// ([`VmmBackend::exit_code`]), or 0 when the API server stopped before any VM ended.
 pub fn run_vmm<B: VmmBackend>(opts: VmmOptions, backend: B) -> Result<i32, RunError> {
     let mut ctl = Controller::new(opts.id.clone(), backend);
+    let boot_now = opts.config_file.is_some() || opts.config.is_some();
     if let Some(path) = &opts.config_file {
         ctl.apply_config(load(path)?)?;
+    } else if let Some(config) = opts.config.clone() {
+        ctl.apply_config(config).map_err(RunError::Apply)?;
     } else if opts.api_sock.is_none() {
         return Err(RunError::NothingToRun);
     }
@@ -118,8 +128,13 @@ pub fn run_vmm<B: VmmBackend>(opts: VmmOptions, backend: B) -> Result<i32, RunEr
         }
         c.backend_mut().exit_code()
     };
+    let start = |ctl: &mut Controller<B>| match ctl.handle(VmmAction::InstanceStart) {
+        Ok(_) => Ok(()),
+        Err(e) if opts.config_file.is_none() => Err(RunError::Apply(e)),
+        Err(e) => Err(RunError::Boot(e)),
+    };
     let Some(sock) = &opts.api_sock else {
-        ctl.handle(VmmAction::InstanceStart)?;
+        start(&mut ctl)?;
         loop {
             if let Some(code) = tick(&mut ctl) {
                 return Ok(code);
@@ -130,8 +145,11 @@ pub fn run_vmm<B: VmmBackend>(opts: VmmOptions, backend: B) -> Result<i32, RunEr
     let mut cfg = ServerConfig::new(sock);
     cfg.max_body_bytes = opts.max_body_bytes;
     let (server, endpoint) = ApiServer::start(cfg)?;
-    if opts.config_file.is_some() {
-        ctl.handle(VmmAction::InstanceStart)?;
+    if boot_now {
+        if let Err(e) = start(&mut ctl) {
+            server.shutdown();
+            return Err(e);
+        }
     }
     let code = endpoint.run_until(&mut ctl, tick);
     if ctl.metrics_configured() {

@@ -36,6 +36,8 @@ pub(crate) struct Plan {
     pub exec_only: bool,
     pub gate: Gate,
     pub console: Option<OwnedFd>,
+    /// stdin, stdout, stderr for the workload (else the runtime's own).
+    pub stdio: Option<[OwnedFd; 3]>,
     pub init: bool,
     pub seccomp: Vec<BpfProgram>,
 }
@@ -43,6 +45,17 @@ pub(crate) struct Plan {
 /// Setup before the start gate (container process, pid 1 of its namespace).
 pub(crate) fn setup(plan: &Plan) -> Result<()> {
     let process = process(&plan.spec)?;
+    if let Some(fds) = &plan.stdio {
+        for (target, fd) in fds.iter().enumerate() {
+            // SAFETY: dup2 of an open descriptor onto 0, 1 or 2.
+            if unsafe { libc::dup2(fd.as_raw_fd(), target as i32) } < 0 {
+                return Err(Error::sys(
+                    "dup2 the workload's stdio",
+                    std::io::Error::last_os_error(),
+                ));
+            }
+        }
+    }
     if !plan.exec_only {
         if plan.new_netns {
             loopback_up()?;

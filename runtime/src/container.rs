@@ -12,6 +12,7 @@ use oci_spec::runtime::{Process, Spec};
 use crate::cgroups::{Cgroup, Layout, Stats};
 use crate::child::{Gate, Plan};
 use crate::error::{Context, Error, Result};
+use crate::hooks::{self, Phase};
 use crate::launch::launch;
 use crate::namespaces::Namespaces;
 use crate::rootfs::Overlay;
@@ -32,6 +33,7 @@ pub struct ContainerBuilder {
     spec: Option<Spec>,
     layers: Option<Vec<PathBuf>>,
     console: Option<OwnedFd>,
+    stdio: Option<[OwnedFd; 3]>,
     init: bool,
     fifo_start: bool,
     layout: Option<Layout>,
@@ -47,6 +49,7 @@ impl ContainerBuilder {
             spec: None,
             layers: None,
             console: None,
+            stdio: None,
             init: false,
             fifo_start: false,
             layout: None,
@@ -75,6 +78,12 @@ impl ContainerBuilder {
     /// A connected unix socket that receives the pty master (when `process.terminal`).
     pub fn console_socket(mut self, socket: OwnedFd) -> Self {
         self.console = Some(socket);
+        self
+    }
+
+    /// The workload's stdin, stdout and stderr (default: the caller's).
+    pub fn stdio(mut self, stdin: OwnedFd, stdout: OwnedFd, stderr: OwnedFd) -> Self {
+        self.stdio = Some([stdin, stdout, stderr]);
         self
     }
 
@@ -175,12 +184,25 @@ impl ContainerBuilder {
             .as_ref()
             .and_then(|l| l.cgroups_path().clone())
             .unwrap_or_else(|| PathBuf::from(format!("/vmctl-runtime/{}", self.id)));
+        let layout =
+            layout.for_resources(spec.linux().as_ref().and_then(|l| l.resources().as_ref()));
         let cgroup = Cgroup::new(layout.clone(), &cg_path)?;
-        cgroup.create()?;
-        cleanup.cgroup = Some(cgroup.clone());
-        if let Some(res) = spec.linux().as_ref().and_then(|l| l.resources().as_ref()) {
-            cgroup.apply(res)?;
-        }
+        let resources = spec.linux().as_ref().and_then(|l| l.resources().clone());
+        let cgroup = match cgroup.create() {
+            Ok(()) => {
+                cleanup.cgroup = Some(cgroup.clone());
+                if let Some(res) = &resources {
+                    cgroup.apply(res)?;
+                }
+                Some(cgroup)
+            }
+            // Rootless, best effort: without a delegated cgroup there are no limits.
+            Err(e) if !nix::unistd::geteuid().is_root() && !has_limits(resources.as_ref()) => {
+                tracing::warn!("rootless: running without a cgroup ({e})");
+                None
+            }
+            Err(e) => return Err(e),
+        };
         let gate = if self.fifo_start {
             let fifo = dir.join(FIFO);
             nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o622))
@@ -201,6 +223,7 @@ impl ContainerBuilder {
         )
         .ctx(|| "save spec".into())?;
         let ns = Namespaces::from_spec(&spec)?;
+        let hooks = spec.hooks().clone();
         let mut st = State {
             id: self.id.clone(),
             bundle,
@@ -211,10 +234,11 @@ impl ContainerBuilder {
                 .duration_since(std::time::UNIX_EPOCH)
                 .map(|d| d.as_secs())
                 .unwrap_or(0),
-            cgroup: Some(cgroup.clone()),
+            cgroup: cgroup.clone(),
             overlay: overlay.clone(),
             owned_dirs: Vec::new(),
             annotations: spec.annotations().clone().unwrap_or_default(),
+            hooks: spec.hooks().is_some(),
         };
         st.save(&self.root)?;
         let plan = Plan {
@@ -227,20 +251,28 @@ impl ContainerBuilder {
             exec_only: false,
             gate,
             console: self.console,
+            stdio: self.stdio,
             init: self.init,
             seccomp: filters,
         };
-        let launched = launch(plan, ns, Some(&cgroup))?;
+        let launched = launch(plan, ns, cgroup.as_ref())?;
         cleanup.pid = launched.pid;
         st.pid = launched.pid;
         st.pid_start = state::proc_start(launched.pid).map(|s| s.0).unwrap_or(0);
         st.save(&self.root)?;
-        Ok(Container {
+        let c = Container {
             root: self.root,
             state: st,
             sock: Some(launched.sock),
-        })
+        };
+        hooks::run(hooks.as_ref(), Phase::Create, &c.oci_state())?;
+        Ok(c)
     }
+}
+
+/// Whether `res` asks for any limit (rootless mode can only run without).
+fn has_limits(res: Option<&oci_spec::runtime::LinuxResources>) -> bool {
+    res.is_some_and(|r| r.memory().is_some() || r.cpu().is_some() || r.pids().is_some())
 }
 
 /// Undoes a failed create.
@@ -377,7 +409,20 @@ impl Container {
             self.start_fifo()?;
         }
         self.state.started = true;
-        self.state.save(&self.root)
+        self.state.save(&self.root)?;
+        self.run_hooks(Phase::Poststart);
+        Ok(())
+    }
+
+    /// Runs the spec's hooks of `phase`; failures are logged (poststart, poststop).
+    fn run_hooks(&self, phase: Phase) {
+        if !self.state.hooks {
+            return;
+        }
+        let hooks = self.spec().ok().and_then(|s| s.hooks().clone());
+        if let Err(e) = hooks::run(hooks.as_ref(), phase, &self.oci_state()) {
+            tracing::warn!("{e}");
+        }
     }
 
     fn start_fifo(&self) -> Result<()> {
@@ -462,6 +507,16 @@ impl Container {
     /// Runs `process` inside the running container (its namespaces, cgroup, and the
     /// container's seccomp profile); returns its host pid (wait with [`wait_pid`]).
     pub fn exec(&self, process: Process, console: Option<OwnedFd>) -> Result<i32> {
+        self.exec_with_stdio(process, console, None)
+    }
+
+    /// [`Container::exec`] with the process' stdin, stdout and stderr.
+    pub fn exec_with_stdio(
+        &self,
+        process: Process,
+        console: Option<OwnedFd>,
+        stdio: Option<[OwnedFd; 3]>,
+    ) -> Result<i32> {
         self.require(&[Status::Running, Status::Created], "exec")?;
         let mut spec = self.spec()?;
         spec.set_process(Some(process));
@@ -480,6 +535,7 @@ impl Container {
             exec_only: true,
             gate: Gate::Socket,
             console,
+            stdio,
             init: false,
             seccomp: filters,
         };
@@ -525,6 +581,7 @@ impl Container {
             );
             std::thread::sleep(std::time::Duration::from_millis(1));
         }
+        self.run_hooks(Phase::Poststop);
         let dir = self.dir();
         std::fs::remove_dir_all(&dir).ctx(|| format!("remove {}", dir.display()))
     }

@@ -15,6 +15,7 @@ mod child;
 pub mod console;
 mod container;
 mod error;
+mod hooks;
 pub mod image;
 mod init;
 mod launch;

@@ -100,6 +100,16 @@ pub fn validate(spec: &Spec, bundle: &Path, path: &Path) -> Result<()> {
                 "a new user namespace needs uid mappings",
             ));
         }
+        let new_uts = ns
+            .iter()
+            .any(|n| n.typ() == LinuxNamespaceType::Uts && n.path().is_none());
+        if spec.hostname().as_ref().is_some_and(|h| !h.is_empty()) && !new_uts {
+            return Err(bad(
+                path,
+                "hostname",
+                "setting a hostname needs a new uts namespace in linux.namespaces",
+            ));
+        }
         for m in spec.mounts().iter().flatten() {
             if !m.destination().is_absolute() {
                 return Err(bad(
@@ -167,4 +177,46 @@ pub fn docker_default(args: Vec<String>, rootfs: &Path) -> Spec {
     spec.set_mounts(Some(mounts));
     spec.set_hostname(None);
     spec
+}
+
+/// Makes `spec` runnable by an unprivileged user: a user namespace mapping container root to
+/// `uid`/`gid` (one id each), and mounts without options that need unmapped ids.
+pub fn make_rootless(spec: &mut Spec, uid: u32, gid: u32) {
+    use oci_spec::runtime::LinuxIdMappingBuilder;
+    let map = |host: u32| {
+        vec![LinuxIdMappingBuilder::default()
+            .container_id(0u32)
+            .host_id(host)
+            .size(1u32)
+            .build()
+            .expect("complete")]
+    };
+    let mut linux = spec.linux().clone().unwrap_or_default();
+    let mut ns = linux.namespaces().clone().unwrap_or_default();
+    if !ns.iter().any(|n| n.typ() == LinuxNamespaceType::User) {
+        let mut n = LinuxNamespace::default();
+        n.set_typ(LinuxNamespaceType::User);
+        ns.push(n);
+    }
+    linux.set_namespaces(Some(ns));
+    linux.set_uid_mappings(Some(map(uid)));
+    linux.set_gid_mappings(Some(map(gid)));
+    linux.set_resources(None);
+    spec.set_linux(Some(linux));
+    if let Some(mounts) = spec.mounts().clone() {
+        let mounts = mounts
+            .into_iter()
+            .map(|mut m| {
+                if let Some(opts) = m.options().clone() {
+                    m.set_options(Some(
+                        opts.into_iter()
+                            .filter(|o| !o.starts_with("gid="))
+                            .collect(),
+                    ));
+                }
+                m
+            })
+            .collect();
+        spec.set_mounts(Some(mounts));
+    }
 }

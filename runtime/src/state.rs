@@ -45,6 +45,9 @@ pub struct State {
     /// Directories owned by the container, removed on delete (overlay upper/work, rootfs).
     pub owned_dirs: Vec<PathBuf>,
     pub annotations: std::collections::HashMap<String, String>,
+    /// Whether the spec has hooks (so start and delete need not read it otherwise).
+    #[serde(default)]
+    pub hooks: bool,
 }
 
 /// The directory of container `id` under `root`, refusing ids that are not plain names.

@@ -311,3 +311,106 @@ fn console_socket_receives_the_pty_master() {
     );
     assert_nothing_left(root.path(), &id, b.rootfs.path());
 }
+
+#[test]
+fn rootless_run_as_an_unprivileged_user() {
+    if !Path::new("/usr/bin/setpriv").exists() {
+        eprintln!("setpriv missing; skipped");
+        return;
+    }
+    let b = Bundle::new("id -u > /out/uid; echo $$ > /out/pid; cat /proc/self/uid_map > /out/map");
+    let state = tempfile::tempdir().unwrap();
+    for p in [b.dir.path(), state.path()] {
+        std::os::unix::fs::chown(p, Some(1000), Some(1000)).unwrap();
+    }
+    let gen = Command::new("/usr/bin/setpriv")
+        .args(["--reuid", "1000", "--regid", "1000", "--clear-groups"])
+        .arg(runtime_bin())
+        .args([
+            "spec",
+            "--rootless",
+            "--bundle",
+            b.dir.path().to_str().unwrap(),
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        !gen.status.success(),
+        "config.json exists: spec must refuse to overwrite it"
+    );
+    std::fs::remove_file(b.dir.path().join("config.json")).unwrap();
+    let gen = Command::new("/usr/bin/setpriv")
+        .args(["--reuid", "1000", "--regid", "1000", "--clear-groups"])
+        .arg(runtime_bin())
+        .args([
+            "spec",
+            "--rootless",
+            "--bundle",
+            b.dir.path().to_str().unwrap(),
+        ])
+        .output()
+        .unwrap();
+    assert!(gen.status.success(), "{}", stderr(&gen));
+    b.edit(|v| {
+        v["root"]["path"] = serde_json::json!(b.rootfs.path());
+        v["process"]["args"] = serde_json::json!(["/bin/sh", "-c", "id -u > /out/uid; echo $$ > /out/pid; cat /proc/self/uid_map > /out/map"]);
+        v["mounts"].as_array_mut().unwrap().push(serde_json::json!({
+            "destination": "/out", "type": "bind", "source": b.out.path(), "options": ["rbind", "rw"]
+        }));
+    });
+    let id = unique_id("rootless");
+    let o = Command::new("/usr/bin/setpriv")
+        .args(["--reuid", "1000", "--regid", "1000", "--clear-groups"])
+        .arg(runtime_bin())
+        .arg("--root")
+        .arg(state.path())
+        .args(["run", "--bundle", b.dir.path().to_str().unwrap(), &id])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(read(b.out.path(), "uid"), "0");
+    assert_eq!(read(b.out.path(), "pid"), "1");
+    assert!(read(b.out.path(), "map")
+        .split_whitespace()
+        .eq(["0", "1000", "1"]));
+    assert!(!state.path().join(&id).exists());
+}
+
+#[test]
+fn hooks_get_the_state_and_a_failing_hook_fails_create() {
+    let b = Bundle::new("true");
+    let log = b.out.path().to_path_buf();
+    b.edit(|v| {
+        let hook = |name: &str| serde_json::json!({"path": "/bin/sh", "args": ["sh", "-c", format!("cat > {}/{name}", log.display())]});
+        v["hooks"] = serde_json::json!({
+            "createRuntime": [hook("create")], "poststart": [hook("poststart")], "poststop": [hook("poststop")]
+        });
+    });
+    let root = state_root();
+    let id = unique_id("hooks");
+    let o = rt(
+        root.path(),
+        &["run", "--bundle", b.dir.path().to_str().unwrap(), &id],
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    for (f, status) in [
+        ("create", "created"),
+        ("poststart", "running"),
+        ("poststop", "stopped"),
+    ] {
+        let v: serde_json::Value = serde_json::from_str(&read(&log, f)).unwrap_or_default();
+        assert_eq!(v["id"], id.as_str(), "{f}: {v}");
+        assert!(
+            v["status"] == status || (f == "poststart" && v["status"] == "stopped"),
+            "{f}: {v}"
+        );
+    }
+    b.edit(|v| v["hooks"] = serde_json::json!({"createRuntime": [{"path": "/bin/false"}]}));
+    let o = rt(
+        root.path(),
+        &["create", "--bundle", b.dir.path().to_str().unwrap(), &id],
+    );
+    assert!(!o.status.success());
+    assert!(stderr(&o).contains("/bin/false"), "{}", stderr(&o));
+    assert_nothing_left(root.path(), &id, b.rootfs.path());
+}

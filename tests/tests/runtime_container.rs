@@ -393,3 +393,44 @@ fn cgroup_v2_layout_works_on_the_unified_hierarchy() {
     c.delete(false).unwrap();
     assert!(!dir.exists());
 }
+
+#[test]
+fn stdio_fds_given_to_the_builder_and_exec_are_the_workloads() {
+    use std::io::Read;
+    let (rootfs, out, root) = (Rootfs::busybox(), out_dir(), state_root());
+    let id = unique_id("stdio");
+    let _g = Guard::new(root.path(), &id);
+    let (mut r, w) = std::io::pipe().unwrap();
+    let (mut er, ew) = std::io::pipe().unwrap();
+    let null = std::fs::File::open("/dev/null").unwrap();
+    let mut c = ContainerBuilder::new(&id, root.path())
+        .spec(spec(
+            "echo to-stdout; echo to-stderr >&2; sleep 5",
+            rootfs.path(),
+            out.path(),
+        ))
+        .stdio(null.into(), w.into(), ew.into())
+        .create()
+        .unwrap();
+    c.start().unwrap();
+    let mut line = [0u8; 10];
+    r.read_exact(&mut line).unwrap();
+    assert_eq!(&line, b"to-stdout\n");
+    er.read_exact(&mut line).unwrap();
+    assert_eq!(&line, b"to-stderr\n");
+    let (mut xr, xw) = std::io::pipe().unwrap();
+    let null = std::fs::File::open("/dev/null").unwrap();
+    let xw2 = xw.try_clone().unwrap();
+    let pid = c
+        .exec_with_stdio(
+            edit_process(&c, &["/bin/sh", "-c", "echo from-exec"]),
+            None,
+            Some([null.into(), xw.into(), xw2.into()]),
+        )
+        .unwrap();
+    assert_eq!(runtime::wait_pid(pid).unwrap(), 0);
+    let mut s = String::new();
+    xr.read_to_string(&mut s).unwrap();
+    assert_eq!(s, "from-exec\n");
+    c.delete(true).unwrap();
+}

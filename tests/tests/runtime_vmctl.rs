@@ -9,6 +9,7 @@ use runtime_common::*;
 
 struct Vmctl {
     root: tempfile::TempDir,
+    images: tempfile::TempDir,
 }
 
 impl Vmctl {
@@ -18,12 +19,30 @@ impl Vmctl {
                 .prefix("vmctl-root-")
                 .tempdir()
                 .unwrap(),
+            images: tempfile::Builder::new()
+                .prefix("vmctl-images-")
+                .tempdir()
+                .unwrap(),
         }
+    }
+
+    /// Imports a root filesystem directory into this test's image store; returns its name.
+    fn import(&self, rootfs: &Path) -> String {
+        let o = self.run(&[
+            "image",
+            "import",
+            rootfs.to_str().unwrap(),
+            "--name",
+            "test:1",
+        ]);
+        assert!(o.status.success(), "{}", text(&o.stderr));
+        "test:1".into()
     }
 
     fn run(&self, args: &[&str]) -> Output {
         Command::new(vmctl_bin())
             .env("VMCTL_ROOT", self.root.path())
+            .env("VMCTL_IMAGE_ROOT", self.images.path())
             .args(args)
             .stdin(Stdio::null())
             .output()
@@ -48,7 +67,7 @@ fn text(b: &[u8]) -> String {
 #[test]
 fn run_rm_returns_the_workload_exit_code() {
     let (v, rootfs) = (Vmctl::new(), Rootfs::busybox());
-    let img = rootfs.path().to_str().unwrap();
+    let img = &v.import(rootfs.path());
     let o = v.run(&[
         "run",
         "--rm",
@@ -79,7 +98,7 @@ fn run_rm_returns_the_workload_exit_code() {
 #[test]
 fn flags_map_to_the_container() {
     let (v, rootfs, vol) = (Vmctl::new(), Rootfs::busybox(), out_dir());
-    let img = rootfs.path().to_str().unwrap();
+    let img = &v.import(rootfs.path());
     let volume = format!("{}:/data", vol.path().display());
     let script =
         "echo $FOO; pwd; id -u; touch /x 2>/dev/null && echo rw || echo ro; echo v > /data/f";
@@ -114,7 +133,7 @@ fn flags_map_to_the_container() {
 #[test]
 fn memory_limit_and_bad_values() {
     let (v, rootfs) = (Vmctl::new(), Rootfs::busybox());
-    let img = rootfs.path().to_str().unwrap();
+    let img = &v.import(rootfs.path());
     let o = v.run(&[
         "run",
         "--rm",
@@ -132,6 +151,9 @@ fn memory_limit_and_bad_values() {
     let o = v.run(&["run", "--rm", "--memory", "lots", img, "--", "true"]);
     assert_eq!(o.status.code(), Some(125));
     assert!(text(&o.stderr).contains("lots"), "{}", text(&o.stderr));
+    let o = v.run(&["run", "--rm", "--network", "none", img, "--", "nosuchcmd"]);
+    assert_eq!(o.status.code(), Some(127), "{}", text(&o.stderr));
+    assert!(text(&o.stderr).contains("nosuchcmd"));
     let o = v.run(&["run", "--rm", "/nonexistent-image", "--", "true"]);
     assert!(text(&o.stderr).contains("nonexistent-image"));
 }
@@ -139,7 +161,7 @@ fn memory_limit_and_bad_values() {
 #[test]
 fn detached_container_logs_ps_exec_stop_rm() {
     let (v, rootfs) = (Vmctl::new(), Rootfs::busybox());
-    let img = rootfs.path().to_str().unwrap();
+    let img = &v.import(rootfs.path());
     let name = unique_id("web");
     let o = v.run(&[
         "run",

@@ -30,7 +30,7 @@ fn boot(extra: &str) -> Option<Boot> {
     };
     let start = Instant::now();
     let mut child = Command::new(vmctl_bin::path())
-        .args(["run", "--vcpus", "2", "--memory", "256", "--kernel"])
+        .args(["run", "--vcpus", "2", "--memory", "128", "--kernel"])
         .arg(&kernel)
         .arg("--initrd")
         .arg(&initrd)

@@ -63,6 +63,9 @@ pub enum Command {
     },
     /// Run a command in a running container.
     Exec(ExecArgs),
+    /// Manage detached microVMs (create, start, pause, resume, stop, ps, logs, rm, inspect).
+    #[command(subcommand)]
+    Vm(crate::vms::cli::VmCommand),
     /// Measure start latency, memory and density of containers, microVMs and hosted VMs
     /// side by side (JSON, table, SVG plot).
     Bench(crate::bench::BenchArgs),
@@ -152,6 +155,10 @@ pub struct RunArgs {
     /// Number of vCPUs of the VM.
     #[arg(long, default_value_t = 1)]
     pub vcpus: u8,
+    /// Serve the Firecracker-compatible API on this Unix socket while the VM runs (pause,
+    /// resume, metrics, GET /vm/config).
+    #[arg(long, value_name = "PATH", requires = "kernel")]
+    pub api_sock: Option<PathBuf>,
 
     // ---- virtio devices of the VM ----
     /// Attach a virtio-blk disk backed by a raw image (repeatable; the first is /dev/vda, and
@@ -205,10 +212,18 @@ pub struct RunArgs {
     /// User (uid[:gid]) to run as.
     #[arg(short = 'u', long)]
     pub user: Option<String>,
-    /// Network: none, host or bridge.
+    /// Network: bridge (own netns on the --bridge with NAT), none (loopback only) or host.
     #[arg(long, default_value = "bridge")]
     pub network: String,
-    /// Publish a port HOST:CONTAINER[/tcp] (repeatable).
+    /// Bridge device of --network bridge, created if missing.
+    #[arg(long, env = "VMCTL_BRIDGE", default_value = "vmctl0")]
+    pub bridge: String,
+    /// Subnet of --bridge (the bridge gets its first address); used when the bridge is created.
+    #[arg(long, env = "VMCTL_SUBNET", default_value = "10.88.0.0/16")]
+    pub subnet: String,
+    #[command(flatten)]
+    pub store: StoreArgs,
+    /// Publish a port [HOST_IP:]HOST:CONTAINER[/tcp|udp] (repeatable; --network bridge).
     #[arg(short = 'p', long = "publish")]
     pub publish: Vec<String>,
     /// Name of the container or VM.

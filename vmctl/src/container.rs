@@ -3,7 +3,7 @@
 //! (meta.json, container.log, exit_code) and the runtime's state in `$VMCTL_ROOT/runtime/`.
 
 use std::io::{Read, Write};
-use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 
@@ -13,104 +13,15 @@ use runtime::{Container, ContainerBuilder, Status};
 use serde::{Deserialize, Serialize};
 
 use crate::cli::{ExecArgs, RunArgs};
+use backend::NetSettings;
+use runtime::network::NetworkMode;
 
-/// The one place that knows the image store and the bridge network (see `backend`).
-mod backend {
-    use std::path::{Path, PathBuf};
+mod backend;
+mod parse;
+mod term;
 
-    use anyhow::{bail, Context, Result};
-
-    /// What vmctl needs of an image.
-    pub struct Image {
-        pub reference: String,
-        /// Layer directories, bottom first.
-        pub layers: Vec<PathBuf>,
-        pub env: Vec<String>,
-        pub cmd: Vec<String>,
-        pub entrypoint: Vec<String>,
-        pub workdir: Option<String>,
-        pub user: Option<String>,
-    }
-
-    /// Resolves IMAGE: a rootfs directory, or the default busybox image when left out.
-    // Until runtime::image lands: ImageStore::open(root)?.get(name) / .ensure_default().
-    pub fn image(state: &Path, name: Option<&str>) -> Result<Image> {
-        let (reference, dir) = match name {
-            Some(n) if Path::new(n).is_dir() => (n.to_string(), PathBuf::from(n)),
-            Some(n) => bail!("image {n:?} not found: the image store is not in this build; pass a rootfs directory"),
-            None => ("busybox".to_string(), default_rootfs(state)?),
-        };
-        let dir = dir
-            .canonicalize()
-            .with_context(|| format!("image {}", dir.display()))?;
-        Ok(Image {
-            reference,
-            layers: vec![dir],
-            env: vec!["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".into()],
-            cmd: vec!["sh".into()],
-            entrypoint: Vec::new(),
-            workdir: None,
-            user: None,
-        })
-    }
-
-    /// A busybox rootfs built once from the host's static busybox.
-    fn default_rootfs(state: &Path) -> Result<PathBuf> {
-        let dir = state.join("images/busybox");
-        if dir.join("bin/busybox").exists() {
-            return Ok(dir);
-        }
-        let tmp = state.join(format!("images/.busybox-{}", std::process::id()));
-        for d in ["bin", "proc", "dev", "sys", "tmp", "etc", "root"] {
-            std::fs::create_dir_all(tmp.join(d))?;
-        }
-        std::fs::copy("/bin/busybox", tmp.join("bin/busybox"))
-            .context("copy /bin/busybox (install busybox-static)")?;
-        let list = std::process::Command::new("/bin/busybox")
-            .arg("--list")
-            .output()?;
-        for applet in String::from_utf8_lossy(&list.stdout)
-            .lines()
-            .filter(|a| *a != "busybox")
-        {
-            std::os::unix::fs::symlink("busybox", tmp.join("bin").join(applet))?;
-        }
-        std::fs::write(
-            tmp.join("etc/passwd"),
-            "root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534::/:/bin/sh\n",
-        )?;
-        std::fs::write(tmp.join("etc/group"), "root:x:0:\nnogroup:x:65534:\n")?;
-        if std::fs::rename(&tmp, &dir).is_err() {
-            let _ = std::fs::remove_dir_all(&tmp); // another vmctl won the race
-        }
-        Ok(dir)
-    }
-
-    /// Connects the container (its network namespace, via its pid) to the network.
-    // Until runtime::network lands: BridgeNetwork::open(state)?.attach(id, pid, &publish).
-    pub fn attach(
-        _state: &Path,
-        _id: &str,
-        _pid: i32,
-        mode: &str,
-        publish: &[String],
-    ) -> Result<Option<String>> {
-        if mode == "bridge" {
-            if !publish.is_empty() {
-                bail!(
-                    "-p needs the bridge network, which is not in this build; use --network host"
-                );
-            }
-            tracing::info!(
-                "bridge networking is not in this build: the container has loopback only"
-            );
-        }
-        Ok(None)
-    }
-
-    /// Undoes `attach`.
-    pub fn detach(_state: &Path, _id: &str) {}
-}
+use parse::{parse_memory, parse_user};
+use term::{block_signals, proxy_tty, wait_forwarding};
 
 /// vmctl's own record of a container.
 #[derive(Serialize, Deserialize)]
@@ -122,6 +33,27 @@ struct Meta {
     created: u64,
     network: String,
     ip: Option<String>,
+    /// The bridge and subnet of `--network bridge`, for detaching.
+    #[serde(default)]
+    bridge: Option<String>,
+    #[serde(default)]
+    subnet: Option<String>,
+}
+
+impl Meta {
+    /// Undoes the container's bridge attachment (idempotent).
+    fn detach(&self) {
+        let (Some(name), Some(subnet)) = (&self.bridge, &self.subnet) else {
+            return;
+        };
+        let Ok(subnet) = subnet.parse() else { return };
+        let cfg = runtime::network::BridgeConfig {
+            name: name.clone(),
+            subnet,
+            state_dir: state_root().join("network"),
+        };
+        backend::detach(&cfg, &self.id);
+    }
 }
 
 fn state_root() -> PathBuf {
@@ -168,34 +100,6 @@ fn resolve(what: &str) -> Result<Meta> {
     }
 }
 
-/// `--memory`: a bare number is MiB; suffixes b, k, m, g.
-fn parse_memory(s: &str) -> Result<i64> {
-    let t = s.trim().to_ascii_lowercase();
-    let (num, mult) = match t.char_indices().last() {
-        Some((i, 'b')) => (&t[..i], 1),
-        Some((i, 'k')) => (&t[..i], 1 << 10),
-        Some((i, 'm')) => (&t[..i], 1 << 20),
-        Some((i, 'g')) => (&t[..i], 1 << 30),
-        _ => (t.as_str(), 1 << 20),
-    };
-    let n: f64 = num.parse().ok().filter(|n: &f64| *n > 0.0).with_context(|| {
-        format!("--memory {s:?}: expected a positive size like 512, 512m or 1g (a bare number is MiB)")
-    })?;
-    Ok((n * mult as f64) as i64)
-}
-
-fn parse_user(u: &str) -> Result<(u32, u32)> {
-    let (a, b) = u.split_once(':').unwrap_or((u, ""));
-    let num = |x: &str| if x == "root" { Some(0) } else { x.parse().ok() };
-    let uid = num(a).with_context(|| format!("--user {u:?}: use a numeric uid[:gid]"))?;
-    let gid = if b.is_empty() {
-        uid
-    } else {
-        num(b).with_context(|| format!("--user {u:?}: use a numeric gid"))?
-    };
-    Ok((uid, gid))
-}
-
 fn bind(src: &str, dst: &str, ro: bool) -> Result<Mount> {
     let src = std::fs::canonicalize(src)
         .with_context(|| format!("-v {src}:{dst}: the host path must exist"))?;
@@ -209,7 +113,7 @@ fn bind(src: &str, dst: &str, ro: bool) -> Result<Mount> {
 }
 
 /// The OCI spec for `vmctl run` (docker defaults from the runtime library, then the flags).
-fn build_spec(args: &RunArgs, img: &backend::Image, id: &str) -> Result<Spec> {
+fn build_spec(args: &RunArgs, img: &backend::Image, net: &NetSettings, id: &str) -> Result<Spec> {
     let mut argv = img.entrypoint.clone();
     argv.extend(if args.command.is_empty() {
         img.cmd.clone()
@@ -222,6 +126,12 @@ fn build_spec(args: &RunArgs, img: &backend::Image, id: &str) -> Result<Spec> {
     let mut spec = runtime::spec::docker_default(argv, Path::new("/"));
     let mut p = spec.process().clone().unwrap_or_default();
     let mut env = img.env.clone();
+    if !env.iter().any(|e| e.starts_with("PATH=")) {
+        env.insert(
+            0,
+            "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".into(),
+        );
+    }
     env.push(format!("HOSTNAME={id}"));
     if args.tty {
         env.push("TERM=xterm".into());
@@ -240,7 +150,12 @@ fn build_spec(args: &RunArgs, img: &backend::Image, id: &str) -> Result<Spec> {
             .or(img.workdir.clone())
             .unwrap_or_else(|| "/".into()),
     ));
-    if let Some(u) = args.user.as_ref().or(img.user.as_ref()) {
+    let user = match (&args.user, &img.user) {
+        (Some(u), _) => Some(u.clone()),
+        (None, Some(u)) => Some(backend::user_ids(&img.layers, u)?),
+        (None, None) => None,
+    };
+    if let Some(u) = &user {
         let (uid, gid) = parse_user(u)?;
         let mut usr = p.user().clone();
         usr.set_uid(uid);
@@ -281,8 +196,8 @@ fn build_spec(args: &RunArgs, img: &backend::Image, id: &str) -> Result<Spec> {
     }
     v["linux"]["cgroupsPath"] = serde_json::json!(format!("/vmctl/{id}"));
     let mut spec: Spec = serde_json::from_value(v)?;
-    match args.network.as_str() {
-        "host" => {
+    match net.mode {
+        NetworkMode::Host => {
             let mut linux = spec.linux().clone().unwrap_or_default();
             let ns = linux.namespaces().clone().unwrap_or_default();
             linux.set_namespaces(Some(
@@ -292,8 +207,7 @@ fn build_spec(args: &RunArgs, img: &backend::Image, id: &str) -> Result<Spec> {
             ));
             spec.set_linux(Some(linux));
         }
-        "none" | "bridge" => {}
-        other => bail!("--network {other:?}: use none, host or bridge"),
+        NetworkMode::None | NetworkMode::Bridge => {}
     }
     Ok(spec)
 }
@@ -307,8 +221,15 @@ pub fn run(args: RunArgs) -> Result<i32> {
     if all_meta().iter().any(|m| m.name == name) {
         bail!("the name {name:?} is in use; `vmctl rm {name}` or pick another --name");
     }
-    let img = backend::image(&state_root(), args.image.as_deref())?;
-    let spec = build_spec(&args, &img, &id)?;
+    let net = backend::net_settings(
+        &state_root(),
+        &args.network,
+        &args.publish,
+        &args.bridge,
+        &args.subnet,
+    )?;
+    let img = backend::image(&args.store, args.image.as_deref())?;
+    let spec = build_spec(&args, &img, &net, &id)?;
     let dir = meta_root().join(&id);
     std::fs::create_dir_all(&dir).with_context(|| format!("create {}", dir.display()))?;
     let meta = Meta {
@@ -323,24 +244,40 @@ pub fn run(args: RunArgs) -> Result<i32> {
         created: std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)?
             .as_secs(),
-        network: args.network.clone(),
+        network: backend::mode_name(net.mode).into(),
         ip: None,
+        bridge: (net.mode == NetworkMode::Bridge).then(|| net.bridge.name.clone()),
+        subnet: (net.mode == NetworkMode::Bridge).then(|| net.bridge.subnet.to_string()),
     };
     std::fs::write(dir.join("meta.json"), serde_json::to_vec(&meta)?)?;
+    // docker: 127 when the command is not found, 126 when it cannot be run.
+    let exec_code = |e: &anyhow::Error| {
+        let m = format!("{e:#}");
+        m.contains("executable file not found")
+            .then_some(127)
+            .or(m.contains("exec \"").then_some(126))
+    };
     let r = if args.detach {
-        run_detached(&args, spec, img, &id)
+        run_detached(&args, &net, spec, img, &id)
     } else {
-        run_foreground(&args, spec, img, &id)
+        run_foreground(&args, &net, spec, img, &id)
     };
     if r.is_err() || (args.rm && !args.detach) {
         let _ = std::fs::remove_dir_all(&dir);
     }
-    r
+    match r {
+        Err(e) if exec_code(&e).is_some() => {
+            eprintln!("vmctl: {e:#}");
+            Ok(exec_code(&e).unwrap_or(126))
+        }
+        r => r,
+    }
 }
 
 /// Creates, networks and starts the container; `console` receives its pty master.
 fn launch(
     args: &RunArgs,
+    net: &NetSettings,
     spec: Spec,
     img: backend::Image,
     id: &str,
@@ -354,28 +291,33 @@ fn launch(
         b = b.console_socket(c);
     }
     let mut c = b.create()?;
-    let started = backend::attach(&state_root(), id, c.pid(), &args.network, &args.publish)
-        .and_then(|ip| {
-            if let Some(ip) = ip {
-                if let Some(mut m) = load_meta(id) {
-                    m.ip = Some(ip);
-                    let _ = std::fs::write(
-                        meta_root().join(id).join("meta.json"),
-                        serde_json::to_vec(&m)?,
-                    );
-                }
+    let started = backend::attach(net, id, c.pid()).and_then(|ip| {
+        if let Some(ip) = ip {
+            if let Some(mut m) = load_meta(id) {
+                m.ip = Some(ip);
+                let _ = std::fs::write(
+                    meta_root().join(id).join("meta.json"),
+                    serde_json::to_vec(&m)?,
+                );
             }
-            Ok(c.start()?)
-        });
+        }
+        Ok(c.start()?)
+    });
     if let Err(e) = started {
-        backend::detach(&state_root(), id);
+        backend::detach(&net.bridge, id);
         let _ = c.delete(true);
         return Err(e);
     }
     Ok(c)
 }
 
-fn run_foreground(args: &RunArgs, spec: Spec, img: backend::Image, id: &str) -> Result<i32> {
+fn run_foreground(
+    args: &RunArgs,
+    net: &NetSettings,
+    spec: Spec,
+    img: backend::Image,
+    id: &str,
+) -> Result<i32> {
     if !args.interactive {
         // docker gives a non-interactive container /dev/null as stdin.
         let null = std::fs::File::open("/dev/null")?;
@@ -387,7 +329,7 @@ fn run_foreground(args: &RunArgs, spec: Spec, img: backend::Image, id: &str) -> 
     } else {
         (None, None)
     };
-    let c = launch(args, spec, img, id, theirs.map(OwnedFd::from))?;
+    let c = launch(args, net, spec, img, id, theirs.map(OwnedFd::from))?;
     let _raw = match ours {
         Some(sock) => Some(proxy_tty(runtime::console::recv_fd(sock.as_fd())?)?),
         None => None,
@@ -397,14 +339,20 @@ fn run_foreground(args: &RunArgs, spec: Spec, img: backend::Image, id: &str) -> 
     })?;
     drop(_raw);
     let _ = std::fs::write(meta_root().join(id).join("exit_code"), code.to_string());
+    backend::detach(&net.bridge, id);
     if args.rm {
-        backend::detach(&state_root(), id);
         c.delete(true)?;
     }
     Ok(code)
 }
 
-fn run_detached(args: &RunArgs, spec: Spec, img: backend::Image, id: &str) -> Result<i32> {
+fn run_detached(
+    args: &RunArgs,
+    net: &NetSettings,
+    spec: Spec,
+    img: backend::Image,
+    id: &str,
+) -> Result<i32> {
     let dir = meta_root().join(id);
     let log = std::fs::OpenOptions::new()
         .create(true)
@@ -420,14 +368,14 @@ fn run_detached(args: &RunArgs, spec: Spec, img: backend::Image, id: &str) -> Re
             let _ = nix::unistd::dup2_stdin(null.as_fd());
             let _ = nix::unistd::dup2_stdout(log.as_fd());
             let _ = nix::unistd::dup2_stderr(log.as_fd());
-            let code = match launch(args, spec, img, id, None) {
+            let code = match launch(args, net, spec, img, id, None) {
                 Ok(c) => {
                     let _ = wr.write_all(b"ok\n");
                     drop(wr);
                     let code = c.wait().unwrap_or(255);
                     let _ = std::fs::write(dir.join("exit_code"), code.to_string());
+                    backend::detach(&net.bridge, id);
                     if args.rm {
-                        backend::detach(&state_root(), id);
                         let _ = c.delete(true);
                         let _ = std::fs::remove_dir_all(&dir);
                     }
@@ -453,93 +401,6 @@ fn run_detached(args: &RunArgs, spec: Spec, img: backend::Image, id: &str) -> Re
             }
             println!("{id}");
             Ok(0)
-        }
-    }
-}
-
-fn block_signals() -> Result<nix::sys::signal::SigSet> {
-    use nix::sys::signal::{SigSet, SigmaskHow, Signal};
-    let mut set = SigSet::empty();
-    for s in [
-        Signal::SIGINT,
-        Signal::SIGTERM,
-        Signal::SIGHUP,
-        Signal::SIGQUIT,
-        Signal::SIGCHLD,
-        Signal::SIGWINCH,
-    ] {
-        set.add(s);
-    }
-    nix::sys::signal::sigprocmask(SigmaskHow::SIG_BLOCK, Some(&set), None)?;
-    Ok(set)
-}
-
-/// Waits for `pid`, handing other signals to `forward`; returns the docker-style exit code.
-fn wait_forwarding(pid: i32, set: &nix::sys::signal::SigSet, forward: impl Fn(i32)) -> Result<i32> {
-    use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
-    loop {
-        match waitpid(nix::unistd::Pid::from_raw(pid), Some(WaitPidFlag::WNOHANG))? {
-            WaitStatus::Exited(_, code) => return Ok(code),
-            WaitStatus::Signaled(_, s, _) => return Ok(128 + s as i32),
-            _ => {}
-        }
-        match set.wait()? {
-            nix::sys::signal::Signal::SIGCHLD => {}
-            nix::sys::signal::Signal::SIGWINCH => {}
-            s => forward(s as i32),
-        }
-    }
-}
-
-/// Raw mode on our terminal (restored on drop) and two copy threads between it and `master`.
-fn proxy_tty(master: OwnedFd) -> Result<TermGuard> {
-    use nix::sys::termios::{cfmakeraw, tcgetattr, tcsetattr, SetArg};
-    let stdin = std::io::stdin();
-    let saved = tcgetattr(stdin.as_fd()).ok();
-    if let Some(t) = &saved {
-        let mut raw = t.clone();
-        cfmakeraw(&mut raw);
-        let _ = tcsetattr(stdin.as_fd(), SetArg::TCSANOW, &raw);
-        // SAFETY: TIOCGWINSZ/TIOCSWINSZ with a winsize that lives across both calls.
-        unsafe {
-            let mut ws: libc::winsize = std::mem::zeroed();
-            if libc::ioctl(stdin.as_raw_fd(), libc::TIOCGWINSZ, &mut ws) == 0 {
-                libc::ioctl(master.as_raw_fd(), libc::TIOCSWINSZ, &ws);
-            }
-        }
-    }
-    let mut m_in = std::fs::File::from(master.try_clone()?);
-    let mut m_out = std::fs::File::from(master);
-    std::thread::spawn(move || {
-        let _ = std::io::copy(&mut std::io::stdin(), &mut m_in);
-    });
-    std::thread::spawn(move || {
-        let mut buf = [0u8; 4096];
-        while let Ok(n) = m_out.read(&mut buf) {
-            if n == 0
-                || std::io::stdout()
-                    .write_all(&buf[..n])
-                    .and_then(|_| std::io::stdout().flush())
-                    .is_err()
-            {
-                break;
-            }
-        }
-    });
-    Ok(TermGuard(saved))
-}
-
-/// Restores our terminal's mode when dropped.
-struct TermGuard(Option<nix::sys::termios::Termios>);
-
-impl Drop for TermGuard {
-    fn drop(&mut self) {
-        if let Some(t) = &self.0 {
-            let _ = nix::sys::termios::tcsetattr(
-                std::io::stdin().as_fd(),
-                nix::sys::termios::SetArg::TCSANOW,
-                t,
-            );
         }
     }
 }
@@ -613,6 +474,7 @@ pub fn stop(list: &[String], grace: u64) -> Result<i32> {
         let m = resolve(what)?;
         let c = Container::load(runtime_root(), &m.id)?;
         if matches!(c.status(), Status::Stopped) {
+            m.detach();
             println!("{what}");
             continue;
         }
@@ -626,6 +488,9 @@ pub fn stop(list: &[String], grace: u64) -> Result<i32> {
             while c.status() != Status::Stopped && t.elapsed().as_secs() < grace + 5 {
                 std::thread::sleep(std::time::Duration::from_millis(20));
             }
+        }
+        if c.status() == Status::Stopped {
+            m.detach(); // the monitor does too; this covers a monitor that was killed
         }
         println!("{what}");
     }
@@ -642,7 +507,7 @@ pub fn rm(list: &[String], force: bool) -> Result<i32> {
             Err(runtime::Error::NotFound { .. }) => {}
             Err(e) => return Err(e.into()),
         }
-        backend::detach(&state_root(), &m.id);
+        m.detach();
         std::fs::remove_dir_all(meta_root().join(&m.id))?;
         println!("{what}");
     }
@@ -687,30 +552,4 @@ pub fn exec(args: ExecArgs) -> Result<i32> {
         // SAFETY: kill(2) with integers.
         unsafe { libc::kill(pid, sig) };
     })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn memory_sizes() {
-        assert_eq!(parse_memory("512").unwrap(), 512 << 20);
-        assert_eq!(parse_memory("64k").unwrap(), 64 << 10);
-        assert_eq!(parse_memory("1g").unwrap(), 1 << 30);
-        assert_eq!(parse_memory("1.5m").unwrap(), 3 << 19);
-        assert!(parse_memory("lots")
-            .unwrap_err()
-            .to_string()
-            .contains("lots"));
-        assert!(parse_memory("0").is_err());
-    }
-
-    #[test]
-    fn users() {
-        assert_eq!(parse_user("1000").unwrap(), (1000, 1000));
-        assert_eq!(parse_user("1000:50").unwrap(), (1000, 50));
-        assert_eq!(parse_user("root").unwrap(), (0, 0));
-        assert!(parse_user("bob").is_err());
-    }
 }

@@ -5,8 +5,9 @@ mod bench;
 mod cli;
 mod container;
 mod images;
-mod virtio;
 mod vm;
+mod vms;
+mod vmspec;
 
 use clap::Parser;
 
@@ -15,7 +16,13 @@ fn main() {
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("VMCTL_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(cli.log_level.as_str())),
+                // A failed API request is reported by vmctl itself (not twice).
+                .unwrap_or_else(|_| {
+                    tracing_subscriber::EnvFilter::new(format!(
+                        "{},api::controller=error",
+                        cli.log_level
+                    ))
+                }),
         )
         .with_writer(std::io::stderr)
         .init();
@@ -46,6 +53,7 @@ fn dispatch(cmd: cli::Command) -> anyhow::Result<i32> {
         Command::Stop { time, containers } => container::stop(&containers, time),
         Command::Rm { force, containers } => container::rm(&containers, force),
         Command::Exec(args) => container::exec(args),
+        Command::Vm(cmd) => vms::dispatch(cmd),
         Command::Bench(args) => bench::run(args),
     }
 }

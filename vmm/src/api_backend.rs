@@ -16,6 +16,7 @@ use api::types::NetworkInterfaceUpdateConfig;
 use api::types::{self as wire, BlockDeviceUpdateConfig, LoggerConfig};
 use api::{VmResources, VmmBackend};
 use devices::virtio::block::{Block, BlockConfig};
+use devices::virtio::counters::{self, get};
 use devices::virtio::net::{Net, NetConfig};
 use devices::virtio::rate_limiter::{RateLimiterConfig, TokenBucketConfig};
 use devices::virtio::vsock::{Vsock, VsockConfig};
@@ -35,8 +36,30 @@ struct Running {
     boot_timer: devices::legacy::BootTimer,
     console: ConsoleOutput,
     memory: GuestMemoryMmap,
+    devices: Devices,
     thread: Option<JoinHandle<crate::Result<ExitReason>>>,
 }
+
+/// Handles on the attached devices, for metrics and post-boot updates.
+#[derive(Default)]
+struct Devices {
+    drives: Vec<(String, Arc<Mutex<Block>>, Arc<counters::BlockCounters>)>,
+    nets: Vec<(String, Arc<Mutex<Net>>, Arc<counters::NetCounters>)>,
+    vsock: Option<Arc<counters::VsockCounters>>,
+}
+
+/// How the VM run by a [`KvmBackend`] ended: its exit reason (or the error that ended it) and
+/// its console, for callers that report the end themselves (`vmctl run --kernel`).
+#[derive(Clone)]
+pub struct VmEnd {
+    /// The exit reason, or why the VM thread failed.
+    pub result: std::result::Result<ExitReason, String>,
+    /// The guest console (kept copy).
+    pub console: ConsoleOutput,
+}
+
+/// Shared slot filled once the VM has ended; see [`KvmBackend::end_slot`].
+pub type EndSlot = Arc<Mutex<Option<VmEnd>>>;
 
 /// [`api::VmmBackend`] backed by KVM.
 pub struct KvmBackend {
@@ -44,6 +67,8 @@ pub struct KvmBackend {
     stdin_input: bool,
     running: Option<Running>,
     exit: Option<i32>,
+    end: EndSlot,
+    serials: std::collections::HashMap<String, String>,
 }
 
 impl KvmBackend {
@@ -55,7 +80,20 @@ impl KvmBackend {
             stdin_input,
             running: None,
             exit: None,
+            end: EndSlot::default(),
+            serials: Default::default(),
         }
+    }
+
+    /// Disk serials (virtio-blk GET_ID) to use instead of the drive id, by drive id: for
+    /// callers whose disk names are not valid API drive ids (`vmctl run --disk ...,id=a-b`).
+    pub fn set_disk_serials(&mut self, serials: std::collections::HashMap<String, String>) {
+        self.serials = serials;
+    }
+
+    /// A slot the backend fills when the VM ends (read it after [`api::run_vmm`] returned).
+    pub fn end_slot(&self) -> EndSlot {
+        self.end.clone()
     }
 
     /// The guest console of the started VM.
@@ -119,19 +157,34 @@ fn attach(b: &mut VmBuilder, dev: VirtioMmioDevice) -> Result<(), String> {
 
 /// Attaches the drives (root device first, so it is /dev/vda), then the network interfaces,
 /// then vsock.
-fn attach_devices(b: &mut VmBuilder, r: &VmResources) -> Result<(), String> {
+fn attach_devices(
+    b: &mut VmBuilder,
+    r: &VmResources,
+    serials: &std::collections::HashMap<String, String>,
+) -> Result<Devices, String> {
+    let mut handles = Devices::default();
     let mut drives: Vec<_> = r.drives.iter().collect();
     drives.sort_by_key(|d| !d.is_root_device);
     for d in drives {
         let cfg = BlockConfig {
             path: PathBuf::from(&d.path_on_host),
             read_only: d.is_read_only,
-            id: d.drive_id.chars().take(DISK_SERIAL_LEN).collect(),
+            id: serials
+                .get(&d.drive_id)
+                .unwrap_or(&d.drive_id)
+                .chars()
+                .take(DISK_SERIAL_LEN)
+                .collect(),
             rate_limiter: limiter(&d.rate_limiter),
             root: d.is_root_device,
         };
         let block = Block::new(cfg).map_err(|e| format!("drive '{}': {e}", d.drive_id))?;
-        let dev = VirtioMmioDevice::new(b.guest_memory().clone(), block)
+        let counters = block.counters();
+        let block = Arc::new(Mutex::new(block));
+        handles
+            .drives
+            .push((d.drive_id.clone(), block.clone(), counters));
+        let dev = VirtioMmioDevice::new_shared(b.guest_memory().clone(), block)
             .map_err(|e| format!("drive '{}': {e}", d.drive_id))?;
         attach(b, dev)?;
     }
@@ -143,7 +196,12 @@ fn attach_devices(b: &mut VmBuilder, r: &VmResources) -> Result<(), String> {
             tx_rate_limiter: limiter(&n.tx_rate_limiter),
         };
         let net = Net::new(cfg).map_err(|e| format!("network interface '{}': {e}", n.iface_id))?;
-        let dev = VirtioMmioDevice::new(b.guest_memory().clone(), net)
+        let counters = net.counters();
+        let net = Arc::new(Mutex::new(net));
+        handles
+            .nets
+            .push((n.iface_id.clone(), net.clone(), counters));
+        let dev = VirtioMmioDevice::new_shared(b.guest_memory().clone(), net)
             .map_err(|e| format!("network interface '{}': {e}", n.iface_id))?;
         attach(b, dev)?;
     }
@@ -153,15 +211,12 @@ fn attach_devices(b: &mut VmBuilder, r: &VmResources) -> Result<(), String> {
             uds_path: PathBuf::from(&v.uds_path),
         };
         let vsock = Vsock::new(cfg).map_err(|e| format!("vsock: {e}"))?;
+        handles.vsock = Some(vsock.counters());
         let dev = VirtioMmioDevice::new(b.guest_memory().clone(), vsock)
             .map_err(|e| format!("vsock: {e}"))?;
         attach(b, dev)?;
     }
-    Ok(())
-}
-
-fn unsupported(what: &str) -> Result<(), String> {
-    Err(format!("{what} is not supported by vmctl's VMM yet"))
+    Ok(handles)
 }
 
 impl VmmBackend for KvmBackend {
@@ -174,8 +229,12 @@ impl VmmBackend for KvmBackend {
         cfg.mem_mib = r.machine_config.mem_size_mib as u64;
         cfg.console = self.console.clone();
         cfg.stdin_input = self.stdin_input;
+        // VMCTL_SAMPLE_RIP=1: log every vCPU's RIP once a second, named from VMCTL_SYSTEM_MAP or
+        // the System.map next to the kernel.
+        cfg.sample_rip = std::env::var("VMCTL_SAMPLE_RIP").is_ok_and(|v| v == "1");
+        cfg.system_map = std::env::var_os("VMCTL_SYSTEM_MAP").map(Into::into);
         let mut builder = VmBuilder::new(cfg).map_err(|e| e.to_string())?;
-        attach_devices(&mut builder, r)?;
+        let devices = attach_devices(&mut builder, r, &self.serials)?;
         let mut vmm: Vmm = builder.build().map_err(|e| e.to_string())?;
         let running = Running {
             control: vmm.vcpu_control(),
@@ -183,6 +242,7 @@ impl VmmBackend for KvmBackend {
             boot_timer: vmm.boot_timer(),
             console: vmm.console(),
             memory: vmm.guest_memory().clone(),
+            devices,
             thread: None,
         };
         let thread = std::thread::Builder::new()
@@ -206,15 +266,53 @@ impl VmmBackend for KvmBackend {
     }
 
     fn send_ctrl_alt_del(&mut self) -> Result<(), String> {
-        unsupported("SendCtrlAltDel (the i8042 has no keyboard emulation)")
+        Err(
+            "SendCtrlAltDel is not supported: vmctl's guest kernel has no keyboard driver or \
+             virtual terminal, so it could not act on Ctrl+Alt+Del scancodes from the i8042; \
+             stop the microVM with `vmctl vm stop ID` (SIGTERM to the VMM) instead"
+                .into(),
+        )
     }
 
-    fn patch_drive(&mut self, _update: &BlockDeviceUpdateConfig) -> Result<(), String> {
-        unsupported("changing a drive after boot")
+    fn patch_drive(&mut self, update: &BlockDeviceUpdateConfig) -> Result<(), String> {
+        let (_, block, _) = self
+            .running()?
+            .devices
+            .drives
+            .iter()
+            .find(|(id, _, _)| *id == update.drive_id)
+            .ok_or_else(|| format!("no drive '{}' is attached", update.drive_id))?;
+        let mut block = block
+            .lock()
+            .map_err(|_| "the drive's lock is poisoned".to_string())?;
+        if let Some(path) = &update.path_on_host {
+            block
+                .swap_backing(PathBuf::from(path))
+                .map_err(|e| format!("drive '{}': {e}", update.drive_id))?;
+        }
+        if let Some(l) = limiter(&update.rate_limiter) {
+            block
+                .update_rate_limiter(l)
+                .map_err(|e| format!("drive '{}': {e}", update.drive_id))?;
+        }
+        Ok(())
     }
 
-    fn patch_net(&mut self, _update: &NetworkInterfaceUpdateConfig) -> Result<(), String> {
-        unsupported("changing a network interface's rate limiters after boot")
+    fn patch_net(&mut self, update: &NetworkInterfaceUpdateConfig) -> Result<(), String> {
+        let (_, net, _) = self
+            .running()?
+            .devices
+            .nets
+            .iter()
+            .find(|(id, _, _)| *id == update.iface_id)
+            .ok_or_else(|| format!("no network interface '{}' is attached", update.iface_id))?;
+        net.lock()
+            .map_err(|_| "the network interface's lock is poisoned".to_string())?
+            .update_rate_limiters(
+                limiter(&update.rx_rate_limiter),
+                limiter(&update.tx_rate_limiter),
+            )
+            .map_err(|e| format!("network interface '{}': {e}", update.iface_id))
     }
 
     fn configure_logger(&mut self, config: &LoggerConfig) -> Result<(), String> {
@@ -223,10 +321,59 @@ impl VmmBackend for KvmBackend {
 
     fn metrics(&self) -> VmmMetrics {
         let boot = self.running.as_ref().and_then(|r| r.boot_timer.boot_time());
-        VmmMetrics {
+        let mut m = VmmMetrics {
             boot_time_us: boot.map(|b| b.since_process_start.as_micros() as u64),
             ..Default::default()
+        };
+        let Some(r) = &self.running else {
+            return m;
+        };
+        let e = r.control.exits();
+        m.vcpu_exits = api::metrics::ExitCounts {
+            io_in: e.io_in,
+            io_out: e.io_out,
+            mmio_read: e.mmio_read,
+            mmio_write: e.mmio_write,
+            hlt: e.hlt,
+            shutdown: e.shutdown,
+            system_event: e.system_event,
+            fail_entry: e.fail_entry,
+            other: e.other,
+        };
+        for (id, _, c) in &r.devices.drives {
+            let b = api::metrics::BlockCounters {
+                read_bytes: get(&c.read_bytes),
+                write_bytes: get(&c.write_bytes),
+                read_count: get(&c.read_ops),
+                write_count: get(&c.write_ops),
+                flush_count: get(&c.flushes),
+                rate_limited: get(&c.rate_limited),
+                errors: get(&c.errors),
+            };
+            m.block.insert(id.clone(), b);
         }
+        for (id, _, c) in &r.devices.nets {
+            let n = api::metrics::NetCounters {
+                rx_bytes: get(&c.rx_bytes),
+                tx_bytes: get(&c.tx_bytes),
+                rx_packets: get(&c.rx_packets),
+                tx_packets: get(&c.tx_packets),
+                dropped: get(&c.dropped),
+                rate_limited: get(&c.rate_limited),
+            };
+            m.net.insert(id.clone(), n);
+        }
+        m.vsock = r
+            .devices
+            .vsock
+            .as_ref()
+            .map(|c| api::metrics::VsockCounters {
+                rx_bytes: get(&c.rx_bytes),
+                tx_bytes: get(&c.tx_bytes),
+                conns_added: get(&c.conns_added),
+                conns_removed: get(&c.conns_removed),
+            });
+        m
     }
 
     fn exit_code(&mut self) -> Option<i32> {
@@ -237,20 +384,25 @@ impl VmmBackend for KvmBackend {
         if !r.thread.as_ref().is_some_and(|t| t.is_finished()) {
             return None;
         }
-        let code = match r.thread.take().map(|t| t.join()) {
+        let result = match r.thread.take().map(|t| t.join()) {
             Some(Ok(Ok(reason))) => {
                 tracing::info!("VM ended: {reason}");
-                reason.exit_code()
+                Ok(reason)
             }
             Some(Ok(Err(e))) => {
                 tracing::error!("VM failed: {e}");
-                1
+                Err(e.to_string())
             }
             _ => {
                 tracing::error!("the VM thread panicked");
-                1
+                Err("the VM thread panicked".to_string())
             }
         };
+        let code = result.as_ref().map_or(1, ExitReason::exit_code);
+        *self.end.lock().unwrap_or_else(|e| e.into_inner()) = Some(VmEnd {
+            result,
+            console: r.console.clone(),
+        });
         self.exit = Some(code);
         self.exit
     }

@@ -74,6 +74,12 @@ impl VmConfig {
             process_start: crate::process_start(),
         }
     }
+
+    /// The checks [`VmBuilder::new`] makes before touching KVM: vCPU count, memory size,
+    /// readable kernel and initrd, command line length. Errors name the vmctl flag.
+    pub fn validate(&self) -> Result<()> {
+        validate(self)
+    }
 }
 
 /// Where an added MMIO device was placed.

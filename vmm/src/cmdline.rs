@@ -6,10 +6,12 @@
 pub const BASE_ARGS: &str =
     "console=ttyS0 reboot=k panic=1 8250.nr_uarts=1 i8042.noaux i8042.nomux i8042.dumbkbd i8042.nopnp";
 
-/// Extra arguments when /dev/kvm is nested through PVM (see docs/nested-kvm.md): CPUID is not
-/// filtered there, so features the guest cannot use must be cleared by name, and the
-/// paravirtual KVM features (whose hypercalls do not work there) turned off.
-pub const PVM_ARGS: &str = "noxsave mitigations=off nopti nopv clearcpuid=cx16,popcnt,smap,smep,pku,fsgsbase,invpcid,pcid,rdrand,rdseed,rdpid,erms,fsrm,avx,avx2,avx512f,bmi1,bmi2,movbe,umip";
+/// Extra arguments when /dev/kvm is nested through PVM (see docs/nested-kvm.md and
+/// guest/kernel/README.md, which explains each one): CPUID is not filtered there, so features the
+/// guest cannot use are cleared by name, the paravirtual KVM features (whose hypercalls do not
+/// work there) are turned off, and slow, unneeded boot work is skipped. One source of truth,
+/// shared with the guest kernel scripts: `guest/kernel/cmdline-nested`.
+pub const PVM_ARGS: &str = include_str!("../../guest/kernel/cmdline-nested");
 
 /// Whether this host's KVM is the PVM nested implementation.
 pub fn host_is_pvm() -> bool {
@@ -20,7 +22,7 @@ pub fn host_is_pvm() -> bool {
 pub fn compose(user: Option<&str>, pvm: bool) -> String {
     let mut parts = vec![BASE_ARGS.to_string()];
     if pvm {
-        parts.push(PVM_ARGS.to_string());
+        parts.push(PVM_ARGS.trim().to_string());
     }
     if let Some(u) = user.map(str::trim).filter(|u| !u.is_empty()) {
         parts.push(u.to_string());

@@ -84,7 +84,15 @@ impl VirtioMmioDevice {
     where
         D: VirtioDevice + MutEventSubscriber + 'static,
     {
-        let device = Arc::new(Mutex::new(device));
+        Self::new_shared(mem, Arc::new(Mutex::new(device)))
+    }
+
+    /// Like [`VirtioMmioDevice::new`] for a device the caller keeps a handle to (e.g. to swap
+    /// a block device's backing file after boot).
+    pub fn new_shared<D>(mem: GuestMemoryMmap, device: Arc<Mutex<D>>) -> io::Result<Self>
+    where
+        D: VirtioDevice + MutEventSubscriber + 'static,
+    {
         let transport = MmioTransport::new(mem, device.clone())?;
         let queue_evts = transport
             .queue_events()

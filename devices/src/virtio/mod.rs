@@ -22,6 +22,7 @@
 
 pub mod block;
 pub mod chain;
+pub mod counters;
 mod device;
 mod interrupt;
 pub mod mmio;

@@ -119,6 +119,19 @@ impl RateLimiter {
         })
     }
 
+    /// Replaces the buckets `config` gives (a bucket of size 0 turns that limit off) and keeps
+    /// the others; the timer (registered with the event loop) stays the same. A wait already
+    /// armed ends as planned.
+    pub fn update(&mut self, config: RateLimiterConfig) -> Result<(), RateLimiterError> {
+        if let Some(b) = config.bandwidth {
+            self.bandwidth = TokenBucket::new(b)?;
+        }
+        if let Some(o) = config.ops {
+            self.ops = TokenBucket::new(o)?;
+        }
+        Ok(())
+    }
+
     /// Accounts one operation of `bytes`; false (and the timer armed) if it must wait.
     pub fn consume(&mut self, bytes: u64) -> bool {
         if self.blocked {
@@ -216,6 +229,32 @@ mod tests {
         let mut rl = RateLimiter::new(cfg).unwrap();
         assert!(rl.consume(1) && rl.consume(1) && rl.consume(1)); // burst + 2
         assert!(!rl.consume(1));
+    }
+
+    #[test]
+    fn update_replaces_given_buckets_only() {
+        let mut rl = RateLimiter::new(RateLimiterConfig::default()).unwrap();
+        assert!((0..100).all(|_| rl.consume(1 << 20)), "no limits at first");
+        let ops = TokenBucketConfig {
+            size: 1,
+            one_time_burst: 0,
+            refill_time_ms: 200,
+        };
+        rl.update(RateLimiterConfig {
+            bandwidth: None,
+            ops: Some(ops),
+        })
+        .unwrap();
+        assert!(rl.consume(1));
+        assert!(!rl.consume(1), "one op per 200 ms after the update");
+        rl.on_timer();
+        // Turning the ops limit off (size 0) while keeping bandwidth unlimited.
+        rl.update(RateLimiterConfig {
+            bandwidth: None,
+            ops: Some(TokenBucketConfig::default()),
+        })
+        .unwrap_or_else(|e| panic!("{e}"));
+        assert!((0..10).all(|_| rl.consume(1)));
     }
 
     #[test]

@@ -177,16 +177,6 @@ pub fn parse_vsock(spec: &str) -> Result<VsockConfig, SpecError> {
     Ok(cfg)
 }
 
-/// The kernel command-line arguments for a root disk: `root=/dev/vda rw` (or `ro`), if the first
-/// disk is marked root.
-pub fn root_cmdline(disks: &[BlockConfig]) -> Option<String> {
-    let d = disks.first().filter(|d| d.root)?;
-    Some(format!(
-        "root=/dev/vda {}",
-        if d.read_only { "ro" } else { "rw" }
-    ))
-}
-
 /// Gives unnamed disks ids (`disk0`, `disk1`, ... by position) and rejects duplicate disk ids,
 /// images, TAPs and more than one vsock.
 pub fn check_devices(

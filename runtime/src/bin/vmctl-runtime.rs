@@ -139,6 +139,9 @@ enum Cmd {
     Spec {
         #[arg(long, short = 'b', default_value = ".")]
         bundle: PathBuf,
+        /// A spec for an unprivileged user (user namespace mapping root to you).
+        #[arg(long)]
+        rootless: bool,
     },
 }
 
@@ -356,8 +359,16 @@ fn dispatch(cli: Cli) -> Result<i32> {
             );
         }
         Cmd::Features => println!("{}", serde_json::to_string_pretty(&features())?),
-        Cmd::Spec { bundle } => {
-            let spec: Spec = runtime::spec::docker_default(vec!["sh".into()], Path::new("rootfs"));
+        Cmd::Spec { bundle, rootless } => {
+            let mut spec: Spec =
+                runtime::spec::docker_default(vec!["sh".into()], Path::new("rootfs"));
+            if rootless {
+                let (uid, gid) = (
+                    nix::unistd::geteuid().as_raw(),
+                    nix::unistd::getegid().as_raw(),
+                );
+                runtime::spec::make_rootless(&mut spec, uid, gid);
+            }
             let path = bundle.join("config.json");
             if path.exists() {
                 bail!("{} exists; remove it first", path.display());
@@ -422,7 +433,7 @@ fn features() -> serde_json::Value {
     serde_json::json!({
         "ociVersionMin": "1.0.0",
         "ociVersionMax": "1.2.0",
-        "hooks": [],
+        "hooks": ["prestart", "createRuntime", "poststart", "poststop"],
         "mountOptions": ["ro","rw","nosuid","suid","nodev","dev","noexec","exec","bind","rbind",
             "private","rprivate","shared","rshared","slave","rslave","relatime","noatime","strictatime"],
         "linux": {

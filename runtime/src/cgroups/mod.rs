@@ -86,6 +86,32 @@ impl Layout {
     }
 }
 
+impl Layout {
+    /// On v1, the hierarchies a container with `res` needs: memory, pids, cpu, cpuacct,
+    /// freezer (pause) and devices always, cpuset only when asked for. Joining a v1 hierarchy
+    /// costs an RCU grace period (the cgroup.procs write), so fewer is faster.
+    pub fn for_resources(&self, res: Option<&LinuxResources>) -> Layout {
+        let Layout::V1 { hierarchies } = self else {
+            return self.clone();
+        };
+        let cpuset = res
+            .and_then(|r| r.cpu().as_ref())
+            .is_some_and(|c| c.cpus().is_some() || c.mems().is_some());
+        let wanted = |c: &str| {
+            matches!(
+                c,
+                "memory" | "pids" | "cpu" | "cpuacct" | "freezer" | "devices"
+            ) || (cpuset && c == "cpuset")
+        };
+        let hierarchies = hierarchies
+            .iter()
+            .filter(|(_, cs)| cs.iter().any(|c| wanted(c)))
+            .cloned()
+            .collect();
+        Layout::V1 { hierarchies }
+    }
+}
+
 /// One container's cgroup (in every v1 hierarchy, or the v2 one).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Cgroup {

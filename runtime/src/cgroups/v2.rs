@@ -83,7 +83,11 @@ pub(super) fn apply(dir: &Path, res: &LinuxResources) -> Result<()> {
                 } else {
                     (swap - limit).max(0)
                 };
-                set(dir, "memory.swap.max", &max(only_swap))?;
+                if dir.join("memory.swap.max").exists() {
+                    set(dir, "memory.swap.max", &max(only_swap))?;
+                } else {
+                    tracing::debug!("no swap accounting in this kernel; memory.swap ignored");
+                }
             }
         }
         if let Some(r) = mem.reservation() {
@@ -157,4 +161,15 @@ pub(super) fn freeze(dir: &Path, frozen: bool) -> Result<()> {
 
 pub(super) fn is_frozen(dir: &Path) -> bool {
     read_key(&dir.join("cgroup.events"), "frozen") == Some(1)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn shares_convert_like_other_runtimes() {
+        assert_eq!(super::shares_to_weight(2), 1);
+        assert_eq!(super::shares_to_weight(1024), 39);
+        assert_eq!(super::shares_to_weight(262144), 10000);
+        assert_eq!(super::shares_to_weight(0), 100);
+    }
 }

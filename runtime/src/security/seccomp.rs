@@ -163,3 +163,46 @@ pub fn install(progs: &[BpfProgram]) -> Result<()> {
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn profile(json: serde_json::Value) -> LinuxSeccomp {
+        serde_json::from_value(json).unwrap()
+    }
+
+    #[test]
+    fn one_filter_per_action_plus_the_default() {
+        let p = profile(serde_json::json!({
+            "defaultAction": "SCMP_ACT_ERRNO",
+            "syscalls": [
+                {"names": ["read", "write", "no_such_call"], "action": "SCMP_ACT_ALLOW"},
+                {"names": ["mkdir"], "action": "SCMP_ACT_ERRNO", "errnoRet": 13},
+                {"names": ["kill"], "action": "SCMP_ACT_KILL_PROCESS",
+                 "args": [{"index": 1, "value": 9, "op": "SCMP_CMP_EQ"}]}
+            ]
+        }));
+        // base (default ERRNO/EPERM), ERRNO(13), KILL_PROCESS
+        assert_eq!(compile(&p).unwrap().len(), 3);
+    }
+
+    #[test]
+    fn allow_by_default_needs_no_base_filter_and_notify_is_refused() {
+        let p = crate::security::profile::default_profile(None);
+        let progs = compile(&p).unwrap();
+        assert_eq!(progs.len(), 2, "EPERM and ENOSYS groups");
+        let notify = profile(serde_json::json!({
+            "defaultAction": "SCMP_ACT_ALLOW",
+            "syscalls": [{"names": ["mkdir"], "action": "SCMP_ACT_NOTIFY"}]
+        }));
+        assert!(compile(&notify).unwrap_err().to_string().contains("NOTIFY"));
+    }
+
+    #[test]
+    fn syscall_table_knows_the_usual_names() {
+        assert_eq!(syscalls::number("read"), Some(0));
+        assert_eq!(syscalls::number("clone3"), Some(435));
+        assert_eq!(syscalls::number("nonsense"), None);
+    }
+}

@@ -92,6 +92,7 @@ struct Shared {
     cond: Condvar,
     states: Vec<AtomicU8>,
     sample_seq: AtomicU64,
+    exits: super::exits::ExitCounters,
 }
 
 /// Controls every vCPU thread of a VM: kick, pause, resume, stop. Cheap to clone.
@@ -111,7 +112,13 @@ impl VcpuControl {
             cond: Condvar::new(),
             states: (0..count).map(|_| AtomicU8::new(0)).collect(),
             sample_seq: AtomicU64::new(0),
+            exits: Default::default(),
         }))
+    }
+
+    /// vCPU exits by kind, summed over all vCPUs.
+    pub fn exits(&self) -> super::exits::ExitSnapshot {
+        self.0.exits.snapshot()
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Control> {
@@ -412,7 +419,9 @@ impl Runner {
 
     fn run_once(&mut self) -> Outcome {
         let buses = &self.buses;
-        match self.fd.run() {
+        let exit = self.fd.run();
+        self.ctl.0.exits.count(&exit);
+        match exit {
             Ok(VcpuExit::IoIn(port, data)) => {
                 data.fill(0);
                 buses.pio.read(u64::from(port), data);

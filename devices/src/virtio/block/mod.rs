@@ -15,6 +15,7 @@ use vm_memory::GuestMemoryMmap;
 use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 
 use super::chain::{self, Popped};
+use super::counters::{self, BlockCounters};
 use super::rate_limiter::{RateLimiter, RateLimiterConfig, RateLimiterError};
 use super::{device_type, ActivateError, Interrupt, VirtioDevice, VIRTIO_F_VERSION_1};
 
@@ -79,6 +80,7 @@ pub struct Block {
     queue_evts: [EventFd; 1],
     limiter: Option<RateLimiter>,
     active: Option<Active>,
+    counters: Arc<BlockCounters>,
 }
 
 const EV_QUEUE: u32 = 0;
@@ -138,10 +140,10 @@ impl Block {
             );
         }
         id[..n].copy_from_slice(&cfg.id.as_bytes()[..n]);
-        let limiter = cfg
-            .rate_limiter
-            .map(RateLimiter::new)
-            .transpose()
+        // Always a limiter (unlimited without a config), so its timer is registered at boot
+        // and PATCH /drives can set limits later.
+        let limiter = RateLimiter::new(cfg.rate_limiter.unwrap_or_default())
+            .map(Some)
             .map_err(|source| BlockError::RateLimiter {
                 id: cfg.id.clone(),
                 source,
@@ -160,7 +162,46 @@ impl Block {
             queue_evts: [EventFd::new(EFD_NONBLOCK).map_err(io_err)?],
             limiter,
             active: None,
+            counters: Arc::default(),
         })
+    }
+
+    /// The device's counters (shared; keep a clone before wrapping the device).
+    pub fn counters(&self) -> Arc<BlockCounters> {
+        self.counters.clone()
+    }
+
+    /// Replaces the backing file with `path` (opened with the same read-only mode), updates
+    /// the capacity and, once the guest drives the device, raises a configuration-change
+    /// interrupt so it re-reads the capacity. Requests in flight finish on the old file.
+    pub fn swap_backing(&mut self, path: PathBuf) -> Result<(), BlockError> {
+        let fresh = Block::new(BlockConfig {
+            path,
+            read_only: self.read_only,
+            id: String::new(),
+            rate_limiter: None,
+            root: false,
+        })?;
+        self.file = fresh.file;
+        self.path = fresh.path;
+        self.capacity = fresh.capacity;
+        if let Some(a) = &self.active {
+            a.interrupt.signal_config_change();
+        }
+        Ok(())
+    }
+
+    /// Replaces the rate limiter's buckets that `cfg` gives (size 0 turns a limit off).
+    pub fn update_rate_limiter(&mut self, cfg: RateLimiterConfig) -> Result<(), BlockError> {
+        if let Some(l) = self.limiter.as_mut() {
+            l.update(cfg).map_err(|source| BlockError::RateLimiter {
+                id: String::from_utf8_lossy(&self.id)
+                    .trim_end_matches('\0')
+                    .to_string(),
+                source,
+            })?;
+        }
+        Ok(())
     }
 
     /// Capacity in 512-byte sectors.
@@ -203,6 +244,7 @@ impl Block {
                     if let Some(l) = self.limiter.as_mut() {
                         let bytes = request::data_len(&c);
                         if !l.consume(bytes) {
+                            counters::add(&self.counters.rate_limited, 1);
                             chain::unpop(&mut a.queue);
                             break;
                         }
@@ -214,6 +256,7 @@ impl Block {
                         self.capacity,
                         self.read_only,
                         &self.id,
+                        &self.counters,
                     );
                     (c.head, len)
                 }

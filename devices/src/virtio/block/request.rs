@@ -11,6 +11,7 @@ use vm_memory::{Bytes, GuestMemoryMmap};
 
 use super::{ID_LEN, SECTOR_SIZE};
 use crate::virtio::chain::Chain;
+use crate::virtio::counters::{add, BlockCounters};
 
 const HEADER_LEN: usize = 16;
 
@@ -31,6 +32,7 @@ pub(super) fn execute(
     capacity: u64,
     read_only: bool,
     id: &[u8; ID_LEN],
+    counters: &BlockCounters,
 ) -> u32 {
     if c.writable_len() == 0 {
         tracing::warn!("virtio-blk: request without a status byte dropped");
@@ -38,12 +40,43 @@ pub(super) fn execute(
     }
     let status_off = c.writable_len() - 1;
     let (status, data_written) = run(file, mem, c, capacity, read_only, id, status_off);
+    count(counters, mem, c, status);
     if let Err(e) = c.write_at(mem, status_off, &[status as u8]) {
         tracing::warn!("virtio-blk: cannot write status: {e}");
         return 0;
     }
     // Cannot overflow: the chain's total length fits in u32.
     (data_written + 1) as u32
+}
+
+/// Bumps the counters for a finished request.
+fn count(counters: &BlockCounters, mem: &GuestMemoryMmap, c: &Chain, status: u32) {
+    if status != VIRTIO_BLK_S_OK {
+        add(&counters.errors, 1);
+        return;
+    }
+    let mut ty = [0u8; 4];
+    if c.read_at(mem, 0, &mut ty).is_err() {
+        return;
+    }
+    match u32::from_le_bytes(ty) {
+        VIRTIO_BLK_T_IN => {
+            add(&counters.read_ops, 1);
+            add(
+                &counters.read_bytes,
+                c.writable_len().saturating_sub(1) as u64,
+            );
+        }
+        VIRTIO_BLK_T_OUT => {
+            add(&counters.write_ops, 1);
+            add(
+                &counters.write_bytes,
+                c.readable_len().saturating_sub(HEADER_LEN) as u64,
+            );
+        }
+        VIRTIO_BLK_T_FLUSH => add(&counters.flushes, 1),
+        _ => {}
+    }
 }
 
 #[allow(clippy::too_many_arguments)]

@@ -17,6 +17,7 @@ use vm_memory::GuestMemoryMmap;
 use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 
 use super::chain::{self, Popped};
+use super::counters::{self, NetCounters};
 use super::rate_limiter::{RateLimiter, RateLimiterConfig, RateLimiterError};
 use super::{device_type, ActivateError, Interrupt, VirtioDevice, VIRTIO_F_VERSION_1};
 pub use tap::{Tap, TapError, VNET_HDR_LEN};
@@ -100,6 +101,7 @@ pub struct Net {
     rx_pending: Option<usize>,
     tx_buf: Vec<u8>,
     stats: NetStats,
+    counters: Arc<NetCounters>,
     active: Option<Active>,
 }
 
@@ -112,9 +114,11 @@ const EV_TX_LIMIT: u32 = 4;
 impl Net {
     pub fn new(cfg: NetConfig) -> Result<Self, NetError> {
         let tap = Tap::open(&cfg.tap_name)?;
+        // Always limiters (unlimited without a config), so their timers are registered at
+        // boot and PATCH /network-interfaces can set limits later.
         let limiter = |c: Option<RateLimiterConfig>| {
-            c.map(RateLimiter::new)
-                .transpose()
+            RateLimiter::new(c.unwrap_or_default())
+                .map(Some)
                 .map_err(|source| NetError::RateLimiter {
                     tap: cfg.tap_name.clone(),
                     source,
@@ -141,12 +145,36 @@ impl Net {
             rx_pending: None,
             tx_buf: vec![0; MAX_FRAME],
             stats: NetStats::default(),
+            counters: Arc::default(),
             active: None,
         })
     }
 
     pub fn tap_name(&self) -> &str {
         self.tap.name()
+    }
+
+    /// Replaces the buckets the given configs name (size 0 turns a limit off).
+    pub fn update_rate_limiters(
+        &mut self,
+        rx: Option<RateLimiterConfig>,
+        tx: Option<RateLimiterConfig>,
+    ) -> Result<(), NetError> {
+        let tap = self.tap.name().to_string();
+        for (l, c) in [(&mut self.rx_limiter, rx), (&mut self.tx_limiter, tx)] {
+            if let (Some(l), Some(c)) = (l.as_mut(), c) {
+                l.update(c).map_err(|source| NetError::RateLimiter {
+                    tap: tap.clone(),
+                    source,
+                })?;
+            }
+        }
+        Ok(())
+    }
+
+    /// The device's counters (shared; keep a clone before wrapping the device).
+    pub fn counters(&self) -> Arc<NetCounters> {
+        self.counters.clone()
     }
 
     pub fn stats(&self) -> NetStats {
@@ -201,6 +229,7 @@ impl Net {
                 Popped::Chain(c) => {
                     if let Some(l) = self.rx_limiter.as_mut() {
                         if !l.consume(len as u64) {
+                            counters::add(&self.counters.rate_limited, 1);
                             chain::unpop(&mut a.queues[RX]);
                             break;
                         }
@@ -214,13 +243,20 @@ impl Net {
                     if c.writable_len() < len {
                         tracing::debug!("virtio-net: rx buffer too small for {len}-byte frame");
                         self.stats.rx_dropped += 1;
+                        counters::add(&self.counters.dropped, 1);
                         (c.head, 0)
                     } else if let Err(e) = c.write_at(&a.mem, 0, frame) {
                         tracing::warn!("virtio-net: rx write: {e}");
                         self.stats.rx_dropped += 1;
+                        counters::add(&self.counters.dropped, 1);
                         (c.head, 0)
                     } else {
                         self.stats.rx_frames += 1;
+                        counters::add(&self.counters.rx_packets, 1);
+                        counters::add(
+                            &self.counters.rx_bytes,
+                            len.saturating_sub(VNET_HDR_LEN) as u64,
+                        );
                         (c.head, len as u32)
                     }
                 }
@@ -261,12 +297,14 @@ impl Net {
                 Popped::Bad { head, error } => {
                     tracing::warn!("virtio-net: tx chain dropped: {error}");
                     self.stats.tx_dropped += 1;
+                    counters::add(&self.counters.dropped, 1);
                     head
                 }
                 Popped::Chain(c) => {
                     let len = c.readable_len();
                     if let Some(l) = self.tx_limiter.as_mut() {
                         if !l.consume(len as u64) {
+                            counters::add(&self.counters.rate_limited, 1);
                             chain::unpop(&mut a.queues[TX]);
                             break;
                         }
@@ -274,17 +312,24 @@ impl Net {
                     if !(VNET_HDR_LEN..=MAX_FRAME).contains(&len) {
                         tracing::debug!("virtio-net: tx frame of {len} bytes dropped");
                         self.stats.tx_dropped += 1;
+                        counters::add(&self.counters.dropped, 1);
                     } else if let Err(e) = c.read_at(&a.mem, 0, &mut self.tx_buf[..len]) {
                         tracing::warn!("virtio-net: tx read: {e}");
                         self.stats.tx_dropped += 1;
+                        counters::add(&self.counters.dropped, 1);
                     } else {
                         // No offloads were negotiated: the header must say "nothing to do".
                         self.tx_buf[..VNET_HDR_LEN].fill(0);
                         match self.tap.write_frame(&self.tx_buf[..len]) {
-                            Ok(_) => self.stats.tx_frames += 1,
+                            Ok(_) => {
+                                self.stats.tx_frames += 1;
+                                counters::add(&self.counters.tx_packets, 1);
+                                counters::add(&self.counters.tx_bytes, (len - VNET_HDR_LEN) as u64);
+                            }
                             Err(e) => {
                                 tracing::debug!("virtio-net: TAP write: {e}");
                                 self.stats.tx_dropped += 1;
+                                counters::add(&self.counters.dropped, 1);
                             }
                         }
                     }

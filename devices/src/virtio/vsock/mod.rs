@@ -142,6 +142,7 @@ pub struct Vsock {
     rr_cursor: (u32, u32),
     buf: Vec<u8>,
     active: Option<Active>,
+    counters: Arc<super::counters::VsockCounters>,
 }
 
 const EV_RXQ: u32 = 0;
@@ -180,7 +181,13 @@ impl Vsock {
             rr_cursor: (0, 0),
             buf: vec![0; muxer::MAX_PKT_PAYLOAD],
             active: None,
+            counters: Arc::default(),
         })
+    }
+
+    /// The device's counters (shared; keep a clone before wrapping the device).
+    pub fn counters(&self) -> Arc<super::counters::VsockCounters> {
+        self.counters.clone()
     }
 
     pub fn guest_cid(&self) -> u64 {

@@ -10,6 +10,7 @@ use super::conn::{Conn, State};
 use super::packet::*;
 use super::{PendingConnect, Slot, Vsock};
 use crate::virtio::chain::{self, Chain, Popped};
+use crate::virtio::counters::add;
 
 /// Largest payload in one packet (Linux's VIRTIO_VSOCK_MAX_PKT_BUF_SIZE).
 pub const MAX_PKT_PAYLOAD: usize = 64 * 1024;
@@ -122,6 +123,7 @@ impl Vsock {
         c.owed.request = true;
         self.slots.insert(token, Slot::Conn((host_port, port)));
         self.conns.insert((host_port, port), c);
+        add(&self.counters.conns_added, 1);
         self.arm_sweep();
     }
 
@@ -288,6 +290,7 @@ impl Vsock {
             }
             (OP_RST, _) => c.state = State::Closed,
             (OP_RW, State::Established) if !c.guest_shut_send => {
+                add(&self.counters.tx_bytes, data.len() as u64);
                 if !c.push_guest_data(data) {
                     tracing::warn!("virtio-vsock: guest port {} overran its credit", h.src_port);
                     close_with_rst(c);
@@ -337,6 +340,7 @@ impl Vsock {
         c.owed.response = true;
         self.slots.insert(token, Slot::Conn(key));
         self.conns.insert(key, c);
+        add(&self.counters.conns_added, 1);
     }
 
     /// Host -> guest: fills rx buffers with owed control packets and stream data.
@@ -432,6 +436,7 @@ impl Vsock {
         for key in order {
             let c = self.conns.get_mut(&key).expect("key from the map");
             if let Some(p) = conn_packet(c, cid, data) {
+                add(&self.counters.rx_bytes, p.1 as u64);
                 self.rr_cursor = key;
                 return Some(p);
             }
@@ -449,6 +454,7 @@ impl Vsock {
             .collect();
         for k in dead {
             if let Some(c) = self.conns.remove(&k) {
+                add(&self.counters.conns_removed, 1);
                 let _ = ops.remove(Events::empty(&c.stream));
                 self.slots.remove(&c.token);
             }
