@@ -66,6 +66,9 @@ pub enum Command {
     /// Manage detached microVMs (create, start, pause, resume, stop, ps, logs, rm, inspect).
     #[command(subcommand)]
     Vm(crate::vms::cli::VmCommand),
+    /// Measure start latency, memory and density of containers, microVMs and hosted VMs
+    /// side by side (JSON, table, SVG plot).
+    Bench(crate::bench::BenchArgs),
 }
 
 /// Where the image store lives.

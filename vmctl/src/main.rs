@@ -1,6 +1,7 @@
 //! `vmctl`: run one image as a container, a microVM on vmctl's own VMM, or a VM under a hosted
 //! hypervisor, with docker's habits.
 
+mod bench;
 mod cli;
 mod container;
 mod hosted;
@@ -54,5 +55,6 @@ fn dispatch(cmd: cli::Command) -> anyhow::Result<i32> {
         Command::Rm { force, containers } => container::rm(&containers, force),
         Command::Exec(args) => container::exec(args),
         Command::Vm(cmd) => vms::dispatch(cmd),
+        Command::Bench(args) => bench::run(args),
     }
 }
