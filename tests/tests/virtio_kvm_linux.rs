@@ -7,11 +7,11 @@
 #[path = "../../devices/tests/common/netns.rs"]
 mod netns;
 
-use std::io::{Read, Write};
+use std::io::Write;
 use std::process::{Command, Stdio};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use vmctl_tests::console::Console;
 use vmctl_tests::{linux, vmctl_bin};
 
 const TAP: &str = "vmctl-lx0";
@@ -20,17 +20,6 @@ const DONE: &str = "END-OF-42";
 const GUEST_CMDS: &str = "ip link set eth0 up; ip addr add 10.99.0.2/24 dev eth0; \
      ping -c 2 -W 20 10.99.0.1; dd if=/dev/vda bs=16 count=1 2>/dev/null; echo; \
      echo END-OF-$((6*7))\n";
-
-fn wait_for(out: &Mutex<String>, needle: &str, limit: Duration) -> bool {
-    let start = Instant::now();
-    while start.elapsed() < limit {
-        if out.lock().unwrap().contains(needle) {
-            return true;
-        }
-        std::thread::sleep(Duration::from_millis(200));
-    }
-    false
-}
 
 #[test]
 fn linux_uses_virtio_blk_net_and_vsock() {
@@ -69,23 +58,10 @@ fn linux_uses_virtio_blk_net_and_vsock() {
             .stderr(Stdio::null())
             .spawn()
             .expect("spawning vmctl");
-        let out = Arc::new(Mutex::new(String::new()));
-        let mut stdout = child.stdout.take().unwrap();
-        let sink = out.clone();
-        let reader = std::thread::spawn(move || {
-            let mut buf = [0u8; 4096];
-            while let Ok(n) = stdout.read(&mut buf) {
-                if n == 0 {
-                    break;
-                }
-                sink.lock()
-                    .unwrap()
-                    .push_str(&String::from_utf8_lossy(&buf[..n]));
-            }
-        });
+        let console = Console::capture(child.stdout.take().unwrap());
         let mut stdin = child.stdin.take().unwrap();
         let mut ran = false;
-        if wait_for(&out, "vmctl-guest: shell", Duration::from_secs(900)) {
+        if console.wait_for("vmctl-guest: shell", Duration::from_secs(900)) {
             // The host end of the guest's NIC (vmctl created the TAP in this namespace).
             let st = Command::new("ip")
                 .args(["addr", "add", "10.99.0.1/24", "dev", TAP])
@@ -98,7 +74,7 @@ fn linux_uses_virtio_blk_net_and_vsock() {
                 .unwrap();
             assert!(st.success());
             stdin.write_all(GUEST_CMDS.as_bytes()).unwrap();
-            ran = wait_for(&out, DONE, Duration::from_secs(600));
+            ran = console.wait_for(DONE, Duration::from_secs(600));
             let _ = stdin.write_all(b"exit\n");
         }
         let deadline = Instant::now() + Duration::from_secs(180);
@@ -107,8 +83,7 @@ fn linux_uses_virtio_blk_net_and_vsock() {
         }
         let _ = child.kill();
         let status = child.wait().unwrap();
-        reader.join().unwrap();
-        let text = out.lock().unwrap().clone();
+        let text = console.finish();
         tx.send((ran, status.code(), text, start.elapsed()))
             .unwrap();
     });

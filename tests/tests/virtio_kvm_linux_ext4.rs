@@ -6,28 +6,17 @@
 //! Checked with e2fsck (which replays the journal) and debugfs. Skipped, with the reason printed, when the kernel has not been built. Takes
 //! a minute or more on nested PVM KVM.
 
-use std::io::{Read, Write};
+use std::io::Write;
 use std::process::{Command, Stdio};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use vmctl_tests::console::Console;
 use vmctl_tests::{linux, vmctl_bin};
 
 /// Printed by the guest shell as `SYNCED-$((6*7))`, so the echoed command never matches.
 const SYNCED: &str = "SYNCED-42";
 const GUEST_CMDS: &str = "mkdir -p /m && mount -t ext4 /dev/vda /m && cat /m/from-host.txt && \
      echo written-by-the-guest > /m/from-guest.txt && sync && echo SYNCED-$((6*7))\n";
-
-fn wait_for(out: &Mutex<String>, needle: &str, limit: Duration) -> bool {
-    let start = Instant::now();
-    while start.elapsed() < limit {
-        if out.lock().unwrap().contains(needle) {
-            return true;
-        }
-        std::thread::sleep(Duration::from_millis(200));
-    }
-    false
-}
 
 fn run(cmd: &mut Command) -> std::process::Output {
     let out = cmd.output().expect("running an e2fsprogs tool");
@@ -73,31 +62,17 @@ fn guest_writes_ext4_and_flushed_data_survives_sigkill() {
         .stderr(Stdio::null())
         .spawn()
         .expect("spawning vmctl");
-    let out = Arc::new(Mutex::new(String::new()));
-    let mut stdout = child.stdout.take().unwrap();
-    let sink = out.clone();
-    let reader = std::thread::spawn(move || {
-        let mut buf = [0u8; 4096];
-        while let Ok(n) = stdout.read(&mut buf) {
-            if n == 0 {
-                break;
-            }
-            sink.lock()
-                .unwrap()
-                .push_str(&String::from_utf8_lossy(&buf[..n]));
-        }
-    });
+    let console = Console::capture(child.stdout.take().unwrap());
     let mut stdin = child.stdin.take().unwrap();
     let mut synced = false;
-    if wait_for(&out, "vmctl-guest: shell", Duration::from_secs(900)) {
+    if console.wait_for("vmctl-guest: shell", Duration::from_secs(900)) {
         stdin.write_all(GUEST_CMDS.as_bytes()).unwrap();
-        synced = wait_for(&out, SYNCED, Duration::from_secs(600));
+        synced = console.wait_for(SYNCED, Duration::from_secs(600));
     }
     // No clean shutdown: the VMM dies at once, as in a host crash of the VMM process.
     child.kill().unwrap();
     child.wait().unwrap();
-    reader.join().unwrap();
-    let console = out.lock().unwrap().clone();
+    let console = console.finish();
     eprintln!("ext4 guest: synced={synced} after {:?}", start.elapsed());
     assert!(synced, "the guest did not finish writing:\n{console}");
     assert!(
