@@ -26,7 +26,7 @@
 //! - [`Vmm::run`] starts one thread per vCPU that only runs `KVM_RUN` and dispatches PIO/MMIO to
 //!   the buses, and runs the event loop (event-manager) until the guest ends: see
 //!   [`ExitReason`]. The boot-time marker page at 0xc000_0000 is mapped then.
-//! - Every 250 ms the event loop kicks every vCPU (a real-time signal whose handler sets
+//! - Every 500 ms the event loop kicks every vCPU (a real-time signal whose handler sets
 //!   `kvm_run.immediate_exit`). On a kick the vCPU thread records whether it is halted with
 //!   RFLAGS.IF clear (KVM_GET_MP_STATE + KVM_GET_REGS). With the in-kernel irqchip HLT never
 //!   exits to user space, so this is how a Linux `poweroff -f` without ACPI (every CPU in
