@@ -115,6 +115,14 @@ impl Microvm {
         let log = std::fs::File::create(&console)
             .with_context(|| format!("create {}", console.display()))?;
         let mut cmdline = "quiet vmctl.boot_marker=1 vmctl.transport=vsock".to_string();
+        if vmm::cmdline::host_is_pvm() {
+            // Workaround seen only on KVM nested through PVM: with glibc's rseq registration on,
+            // the agent intermittently found 8 bytes of a fresh heap buffer zeroed (the shape of
+            // the kernel's rseq cpu_id_start/cpu_id update landing on stale memory), e.g. a
+            // cgroup path read as "\0\0\0\0\0\0\0\0cgroup/...". The kernel hands unknown
+            // `KEY=VALUE` arguments to init as environment, so this turns rseq off in the agent.
+            cmdline.push_str(" GLIBC_TUNABLES=glibc.pthread.rseq=0");
+        }
         if let Ok(extra) = std::env::var("VMCTL_GUEST_CMDLINE") {
             cmdline = format!("{cmdline} {extra}");
         }
