@@ -310,29 +310,70 @@ pub(crate) fn console_tail(path: &Path, n: usize) -> String {
     )
 }
 
-pub fn run(args: RunArgs) -> anyhow::Result<i32> {
+/// What both VM-backed levels set up before starting their VMM: signal handling, the image and
+/// its cached disk, the guest kernel (checked for the agent channel's option), the agent
+/// initramfs, the VM record and the container spec. On error nothing is left behind.
+pub(crate) struct Prepared {
+    pub signals: Signals,
+    pub kernel: PathBuf,
+    pub initrd: PathBuf,
+    pub disk: guest::disk::ImageDisk,
+    pub rec: Record,
+    pub spec: ContainerSpec,
+}
+
+/// Prepares `--isolation level`; `channel_option` is the kernel option the agent's channel needs
+/// and `channel` says which channel that is (for the error).
+pub(crate) fn prepare(
+    args: &RunArgs,
+    level: &str,
+    channel_option: &str,
+    channel: &str,
+) -> anyhow::Result<Prepared> {
     let signals = Signals::install().context("block signals")?;
     if args.detach {
-        bail!("--detach is not supported with --isolation hosted yet");
+        bail!("--detach is not supported with --isolation {level} yet");
     }
     let image = resolve_image(args.image.as_deref())?;
     let kernel = guest_kernel()?;
     require_kernel_option(
         &kernel,
-        "CONFIG_VIRTIO_CONSOLE",
-        "--isolation hosted (the agent's virtio-serial channel)",
+        channel_option,
+        &format!("--isolation {level} ({channel})"),
     )?;
     let initrd = agent_initrd()?;
     let disk = guest::disk::ensure(&guest::disk::cache_root(), &image.id, &image.layers)?;
-    let rec = new_record(&args, &image, "hosted", &args.command)?;
-    let spec = container_spec(&args, &image, &rec.id[..12], disk.layers.clone());
-    let spec = match spec {
-        Ok(s) => s,
+    let rec = new_record(args, &image, level, &args.command)?;
+    match container_spec(args, &image, &rec.id[..12], disk.layers.clone()) {
+        Ok(spec) => Ok(Prepared {
+            signals,
+            kernel,
+            initrd,
+            disk,
+            rec,
+            spec,
+        }),
         Err(e) => {
             finish_record(rec, None, true);
-            return Err(e);
+            Err(e)
         }
-    };
+    }
+}
+
+pub fn run(args: RunArgs) -> anyhow::Result<i32> {
+    let Prepared {
+        signals,
+        kernel,
+        initrd,
+        disk,
+        rec,
+        spec,
+    } = prepare(
+        &args,
+        "hosted",
+        "CONFIG_VIRTIO_CONSOLE",
+        "the agent's virtio-serial channel",
+    )?;
     let mut vm = match Qemu::start(
         &rec.dir(),
         &kernel,

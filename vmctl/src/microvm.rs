@@ -16,35 +16,26 @@ use guest::session::{self, Signals, Timeouts};
 
 use crate::cli::RunArgs;
 use crate::hosted::{
-    agent_initrd, boot_timeout, console_tail, container_spec, finish_record, guest_kernel,
-    new_record, protocol_version, require_kernel_option, resolve_image, vm_cpus, vm_mib,
+    boot_timeout, console_tail, finish_record, prepare, protocol_version, vm_cpus, vm_mib, Prepared,
 };
 
 /// The guest's vsock context id (any value >= 3; each VM has its own device).
 const GUEST_CID: u32 = 3;
 
 pub fn run(args: RunArgs) -> anyhow::Result<i32> {
-    let signals = Signals::install().context("block signals")?;
-    if args.detach {
-        bail!("--detach is not supported with --isolation microvm yet");
-    }
-    let image = resolve_image(args.image.as_deref())?;
-    let kernel = guest_kernel()?;
-    require_kernel_option(
-        &kernel,
+    let Prepared {
+        signals,
+        kernel,
+        initrd,
+        disk,
+        mut rec,
+        spec,
+    } = prepare(
+        &args,
+        "microvm",
         "CONFIG_VIRTIO_VSOCKETS",
-        "--isolation microvm (the agent's vsock channel)",
+        "the agent's vsock channel",
     )?;
-    let initrd = agent_initrd()?;
-    let disk = guest::disk::ensure(&guest::disk::cache_root(), &image.id, &image.layers)?;
-    let mut rec = new_record(&args, &image, "microvm", &args.command)?;
-    let spec = match container_spec(&args, &image, &rec.id[..12], disk.layers.clone()) {
-        Ok(s) => s,
-        Err(e) => {
-            finish_record(rec, None, true);
-            return Err(e);
-        }
-    };
     let mut vm = match Microvm::start(&rec.dir(), &kernel, &initrd, &disk.path, &spec) {
         Ok(vm) => vm,
         Err(e) => {
