@@ -24,6 +24,23 @@ pub enum ActivateError {
     Io(#[from] io::Error),
 }
 
+impl ActivateError {
+    /// The checks every device makes on DRIVER_OK: not active yet, and the transport handed over
+    /// exactly `expected` queues.
+    pub fn check(already_active: bool, queues: &[Queue], expected: usize) -> Result<(), Self> {
+        if already_active {
+            return Err(ActivateError::AlreadyActive);
+        }
+        if queues.len() != expected {
+            return Err(ActivateError::QueueCount {
+                expected,
+                got: queues.len(),
+            });
+        }
+        Ok(())
+    }
+}
+
 /// A virtio device model driven by [`MmioTransport`].
 ///
 /// The transport calls these from the vCPU thread (under the device's mutex); the device's own

@@ -306,15 +306,7 @@ impl VirtioDevice for Block {
         mut queues: Vec<Queue>,
         interrupt: Arc<Interrupt>,
     ) -> Result<(), ActivateError> {
-        if self.active.is_some() {
-            return Err(ActivateError::AlreadyActive);
-        }
-        if queues.len() != 1 {
-            return Err(ActivateError::QueueCount {
-                expected: 1,
-                got: queues.len(),
-            });
-        }
+        ActivateError::check(self.active.is_some(), &queues, 1)?;
         self.active = Some(Active {
             mem,
             queue: queues.remove(0),
