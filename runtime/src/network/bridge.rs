@@ -194,33 +194,8 @@ impl BridgeNetwork {
                  a container with its own (or use --network host to share the host's network)"
             )));
         }
-        if !publish.is_empty() && !self.nat {
-            return Err(NetError::Invalid(
-                "publishing ports needs iptables, which is not installed (apt-get install iptables)".into(),
-            ));
-        }
-        let mut st = Locked::open(&self.state_dir())?;
-        if st.state.attachments.contains_key(container_id) {
-            return Err(NetError::Conflict(format!(
-                "container {container_id:?} is already attached to {}; detach it first",
-                self.cfg.name
-            )));
-        }
-        for (i, p) in publish.iter().enumerate() {
-            let taken = st
-                .state
-                .attachments
-                .values()
-                .flat_map(|a| a.ports.iter().map(move |q| (a.container_id.as_str(), q)))
-                .chain(publish[..i].iter().map(|q| (container_id, q)))
-                .find(|(_, q)| p.clashes_with(q));
-            if let Some((owner, q)) = taken {
-                return Err(NetError::Conflict(format!(
-                    "host port {p} is already published ({q} by {owner:?}); choose another host port"
-                )));
-            }
-        }
-        let ip = st.allocate(&self.cfg.subnet, self.gateway)?;
+        let st = Locked::open(&self.state_dir())?;
+        let ip = self.reserve(&st, container_id, publish)?;
         let (veth_host, peer) = self.veth_names(container_id);
         let br = self.cfg.name.as_str();
         let pid = netns_pid.to_string();
@@ -244,25 +219,100 @@ impl BridgeNetwork {
              link set eth0 up\nroute add default via {gw} dev eth0\n"
         );
         ip_in_netns(netns_pid, &inside)?;
+        let att = self.commit(st, &mut undo, container_id, ip, veth_host, publish)?;
+        undo.disarm();
+        Ok(att)
+    }
+
+    /// Checks that `id` is not attached yet and that `publish` claims free host ports, then
+    /// picks the lowest free address.
+    fn reserve(&self, st: &Locked, id: &str, publish: &[PortMapping]) -> Result<Ipv4Addr> {
+        if !publish.is_empty() && !self.nat {
+            return Err(NetError::Invalid(
+                "publishing ports needs iptables, which is not installed (apt-get install iptables)".into(),
+            ));
+        }
+        if st.state.attachments.contains_key(id) {
+            return Err(NetError::Conflict(format!(
+                "{id:?} is already attached to {}; detach it first",
+                self.cfg.name
+            )));
+        }
+        for (i, p) in publish.iter().enumerate() {
+            let taken = st
+                .state
+                .attachments
+                .values()
+                .flat_map(|a| a.ports.iter().map(move |q| (a.container_id.as_str(), q)))
+                .chain(publish[..i].iter().map(|q| (id, q)))
+                .find(|(_, q)| p.clashes_with(q));
+            if let Some((owner, q)) = taken {
+                return Err(NetError::Conflict(format!(
+                    "host port {p} is already published ({q} by {owner:?}); choose another host port"
+                )));
+            }
+        }
+        st.allocate(&self.cfg.subnet, self.gateway)
+    }
+
+    /// Installs the DNAT rules of `publish` to `ip` and records the attachment (rules undone
+    /// through `undo` if a later step fails).
+    fn commit(
+        &self,
+        mut st: Locked,
+        undo: &mut Undo,
+        id: &str,
+        ip: Ipv4Addr,
+        link: String,
+        publish: &[PortMapping],
+    ) -> Result<Attachment> {
         for p in publish {
-            let rule = port_rule(br, container_id, ip, p);
+            let rule = port_rule(&self.cfg.name, id, ip, p);
             rule.ensure()?;
             undo.push("iptables", &rule.delete_args());
         }
         let att = Attachment {
-            container_id: container_id.to_string(),
+            container_id: id.to_string(),
             ip,
-            prefix,
-            gateway: gw,
-            veth_host,
+            prefix: self.cfg.subnet.prefix(),
+            gateway: self.gateway,
+            veth_host: link,
             ports: publish.to_vec(),
         };
-        st.state
-            .attachments
-            .insert(container_id.to_string(), att.clone());
+        st.state.attachments.insert(id.to_string(), att.clone());
         st.save()?;
+        tracing::info!("attached {id} to {} as {ip}", self.cfg.name);
+        Ok(att)
+    }
+
+    /// The TAP device name of a VM: derived from a hash of bridge and VM id (fits IFNAMSIZ).
+    pub fn tap_name(&self, vm_id: &str) -> String {
+        let (veth, _) = self.veth_names(vm_id);
+        format!("vt{}", &veth[2..])
+    }
+
+    /// Connects a VM to the bridge: a persistent TAP device (for the VMM to open by name)
+    /// enslaved to the bridge, an address from the same IPAM as containers (for the guest to
+    /// configure on its NIC), and DNAT for `publish` to that address. The attachment's
+    /// `veth_host` is the TAP; [`BridgeNetwork::detach`] removes it like a veth. Everything
+    /// done is undone if a step fails.
+    pub fn attach_tap(&self, vm_id: &str, publish: &[PortMapping]) -> Result<Attachment> {
+        valid_name("VM id", vm_id, 64)?;
+        let st = Locked::open(&self.state_dir())?;
+        let ip = self.reserve(&st, vm_id, publish)?;
+        let tap = self.tap_name(vm_id);
+        if run("ip", &["link", "show", "dev", &tap]).is_ok() {
+            // A leftover of a VM whose record is gone: its address was released already.
+            run("ip", &["link", "del", &tap])?;
+        }
+        let mut undo = Undo::default();
+        run("ip", &["tuntap", "add", "dev", &tap, "mode", "tap"])?;
+        undo.push("ip", &["link", "del", &tap]);
+        let br = self.cfg.name.as_str();
+        let cmds = format!("link set {tap} master {br}\nlink set {tap} up\n");
+        super::cmd::run_with_input("ip", &["-batch", "-"], Some(&cmds))?;
+        let att = self.commit(st, &mut undo, vm_id, ip, tap, publish)?;
         undo.disarm();
-        tracing::info!("attached {container_id} to {br} as {ip}");
         Ok(att)
     }
 
