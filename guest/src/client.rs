@@ -65,6 +65,7 @@ pub struct Client {
     replies: Mutex<Receiver<Reply>>,
     events: Mutex<Option<Receiver<Event>>>,
     agent: String,
+    features: Vec<String>,
 }
 
 /// Opens the host end of a virtio-serial port (QEMU `-chardev socket,server=on`).
@@ -143,8 +144,12 @@ impl Client {
             Err(WireError::Io(e)) if is_timeout(&e) => return Err(timeout_err()),
             Err(e) => return Err(e.into()),
         };
-        let agent = match hello {
-            FromAgent::Hello { version: v, agent } if v == version => agent,
+        let (agent, features) = match hello {
+            FromAgent::Hello {
+                version: v,
+                agent,
+                features,
+            } if v == version => (agent, features),
             FromAgent::Hello { version: v, .. } => {
                 return Err(ClientError::VersionMismatch {
                     agent: v,
@@ -177,12 +182,18 @@ impl Client {
             replies: Mutex::new(reply_rx),
             events: Mutex::new(Some(event_rx)),
             agent,
+            features,
         })
     }
 
     /// The agent's name and version, from its hello.
     pub fn agent(&self) -> &str {
         &self.agent
+    }
+
+    /// Whether the agent announced `feature` (see [`protocol::FEATURES`]).
+    pub fn supports(&self, feature: &str) -> bool {
+        self.features.iter().any(|f| f == feature)
     }
 
     /// The event stream (output, exits, end of connection); can be taken once.
@@ -307,6 +318,17 @@ impl Handle {
         });
         self.send(&ToAgent::Call { seq: 0, op }, &[])
     }
+
+    /// Sets a `tty` container's window size, without waiting for the answer (only for agents
+    /// that announced [`protocol::FEATURE_TTY`]: an older one closes on the unknown request).
+    pub fn resize(&self, id: &str, rows: u16, cols: u16) -> Result<()> {
+        let op = Box::new(Op::Resize {
+            id: id.into(),
+            rows,
+            cols,
+        });
+        self.send(&ToAgent::Call { seq: 0, op }, &[])
+    }
 }
 
 fn op_name(op: &Op) -> String {
@@ -322,6 +344,7 @@ fn op_name(op: &Op) -> String {
         Op::Stats { id } => format!("stats of container {id}"),
         Op::Delete { id } => format!("deleting container {id}"),
         Op::Shutdown { .. } => "shutdown".into(),
+        Op::Resize { id, .. } => format!("resizing the terminal of container {id}"),
     }
 }
 

@@ -15,6 +15,12 @@ pub const VERSION: u32 = 1;
 pub const VSOCK_PORT: u32 = 1024;
 /// The name of the virtio-serial port the agent uses under QEMU.
 pub const SERIAL_PORT_NAME: &str = "vmctl.agent";
+/// Optional features an agent announces in its hello (additions within version 1; a host
+/// uses a feature only when the agent announced it).
+pub const FEATURES: &[&str] = &[FEATURE_TTY];
+/// `tty:true` gives the container a pty (its output is one stream, `stdout`) and the
+/// [`Op::Resize`] request exists.
+pub const FEATURE_TTY: &str = "tty";
 /// Longest JSON line accepted (bytes, newline included).
 pub const MAX_LINE: usize = 1 << 20;
 /// Most bytes one data frame may carry.
@@ -70,6 +76,8 @@ pub enum Op {
     Delete { id: String },
     /// Kills every container, syncs, answers `done`, then powers the guest off (or reboots).
     Shutdown { reboot: bool },
+    /// Sets the window size of a `tty` container's terminal (feature [`FEATURE_TTY`]).
+    Resize { id: String, rows: u16, cols: u16 },
 }
 
 /// A message from the agent to the host.
@@ -77,7 +85,13 @@ pub enum Op {
 #[serde(rename_all = "snake_case")]
 pub enum FromAgent {
     /// Answer to the host's hello: the version the agent speaks and its name.
-    Hello { version: u32, agent: String },
+    Hello {
+        version: u32,
+        agent: String,
+        /// Optional features (see [`FEATURES`]); absent from agents that have none.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        features: Vec<String>,
+    },
     /// Answer to a [`ToAgent::Call`].
     Reply(Reply),
     /// `len` bytes of the container's stdout follow.
@@ -189,6 +203,22 @@ pub struct ContainerSpec {
     pub init: bool,
     #[serde(default)]
     pub hostname: Option<String>,
+    /// Disks the agent mounts and binds into the container (`-v` of a VM-backed run).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub volumes: Vec<Volume>,
+}
+
+/// A volume: a guest block device with an ext4 filesystem, mounted in the guest and
+/// bind-mounted at `target` in the container.
+#[derive(Serialize, Deserialize, Debug, Clone, Default, PartialEq, Eq)]
+pub struct Volume {
+    /// The device in the guest, e.g. "/dev/vdb".
+    pub disk: String,
+    /// Absolute path in the container.
+    pub target: String,
+    /// Mount it read-only.
+    #[serde(default)]
+    pub read_only: bool,
 }
 
 /// Resource usage of a container.
@@ -394,6 +424,38 @@ mod tests {
             read_msg::<_, ToAgent>(&mut r),
             Err(WireError::LineTooLong)
         ));
+    }
+
+    #[test]
+    fn features_and_resize_stay_compatible() {
+        // An agent without features (older build) still says a valid hello, and a hello
+        // with features is read by this host; a host without tty support ignores the field.
+        let old: FromAgent =
+            serde_json::from_str(r#"{"hello":{"version":1,"agent":"vmctl-agent 0.1.0"}}"#).unwrap();
+        assert!(matches!(old, FromAgent::Hello { ref features, .. } if features.is_empty()));
+        let new = FromAgent::Hello {
+            version: 1,
+            agent: "a".into(),
+            features: vec![FEATURE_TTY.into()],
+        };
+        let line = serde_json::to_string(&new).unwrap();
+        assert_eq!(
+            line,
+            r#"{"hello":{"version":1,"agent":"a","features":["tty"]}}"#
+        );
+        #[derive(Deserialize)]
+        #[serde(rename_all = "snake_case")]
+        #[allow(dead_code)]
+        enum OldFromAgent {
+            Hello { version: u32, agent: String },
+        }
+        assert!(serde_json::from_str::<OldFromAgent>(&line).is_ok());
+        let resize: ToAgent = serde_json::from_str(
+            r#"{"call":{"seq":0,"op":{"resize":{"id":"c","rows":40,"cols":120}}}}"#,
+        )
+        .unwrap();
+        assert!(matches!(resize, ToAgent::Call { op, .. }
+            if *op == Op::Resize { id: "c".into(), rows: 40, cols: 120 }));
     }
 
     #[test]

@@ -31,8 +31,26 @@ const FORWARDED: [Signal; 6] = [
 enum Target {
     /// The VM is booting: end its VMM process (the boot then fails as interrupted).
     Booting { vmm_pid: i32 },
-    /// Forward to the workload.
-    Running { handle: Handle, id: String },
+    /// Forward to the workload; with `tty`, SIGWINCH becomes a resize of its terminal.
+    Running {
+        handle: Handle,
+        id: String,
+        tty: bool,
+    },
+}
+
+/// Our terminal's size (rows, cols), when stdin or stdout is one.
+pub fn window_size() -> Option<(u16, u16)> {
+    for fd in [0, 1] {
+        // SAFETY: winsize is plain data; TIOCGWINSZ writes it, with a pointer that is valid
+        // for the call.
+        let mut ws: libc::winsize = unsafe { std::mem::zeroed() };
+        // SAFETY: see above.
+        if unsafe { libc::ioctl(fd, libc::TIOCGWINSZ, &mut ws) } == 0 && ws.ws_row > 0 {
+            return Some((ws.ws_row, ws.ws_col));
+        }
+    }
+    None
 }
 
 /// Signal handling for a VM-backed run. Create it first thing in `main`'s flow, before any
@@ -53,6 +71,7 @@ impl Signals {
                 libc::sigaddset(&mut set, s as libc::c_int);
             }
             libc::sigaddset(&mut set, kill_signal());
+            libc::sigaddset(&mut set, libc::SIGWINCH);
             let rc = libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
             if rc != 0 {
                 return Err(std::io::Error::from_raw_os_error(rc));
@@ -71,7 +90,13 @@ impl Signals {
                 }
                 let guard = t.lock().unwrap_or_else(|e| e.into_inner());
                 match guard.as_ref() {
-                    Some(Target::Running { handle, id }) => {
+                    Some(Target::Running { handle, id, tty }) if sig == libc::SIGWINCH => {
+                        if let (true, Some((rows, cols))) = (*tty, window_size()) {
+                            let _ = handle.resize(id, rows, cols);
+                        }
+                    }
+                    _ if sig == libc::SIGWINCH => {}
+                    Some(Target::Running { handle, id, .. }) => {
                         let s = if sig == kill_signal() {
                             libc::SIGKILL
                         } else {
@@ -103,10 +128,11 @@ impl Signals {
         self.interrupted.load(std::sync::atomic::Ordering::SeqCst)
     }
 
-    fn running(&self, handle: Handle, id: &str) {
+    fn running(&self, handle: Handle, id: &str, tty: bool) {
         *self.target.lock().unwrap_or_else(|e| e.into_inner()) = Some(Target::Running {
             handle,
             id: id.into(),
+            tty,
         });
     }
 }
@@ -136,10 +162,14 @@ pub enum SessionError {
     Lost(String),
     #[error("write the workload's output: {0}")]
     Output(std::io::Error),
+    #[error("the guest agent ({0}) cannot give the workload a terminal (-t): rebuild the agent initramfs (scripts/build-guest-image.sh)")]
+    NoTty(String),
 }
 
 /// Creates and starts `spec` in the guest, streams it, returns its exit code. With
-/// `spec.stdin`, our stdin is forwarded until EOF. Output is also appended to `log`.
+/// `spec.stdin`, our stdin is forwarded until EOF. Output is also appended to `log`. With
+/// `spec.tty` the workload has a pty (its output is one stream, with the pty's `\r\n`) whose
+/// size follows ours (SIGWINCH); putting our terminal in raw mode is the caller's part.
 pub fn run(
     client: &Client,
     spec: ContainerSpec,
@@ -149,9 +179,15 @@ pub fn run(
 ) -> Result<i32, SessionError> {
     let events = client.take_events().ok_or(ClientError::Closed)?;
     let id = spec.id.clone();
-    let stdin = spec.stdin;
+    let (stdin, tty) = (spec.stdin, spec.tty);
+    if tty && !client.supports(crate::protocol::FEATURE_TTY) {
+        return Err(SessionError::NoTty(client.agent().to_string()));
+    }
     client.create(spec, t.create)?;
-    signals.running(client.sender(), &id);
+    if let (true, Some((rows, cols))) = (tty, window_size()) {
+        client.sender().resize(&id, rows, cols)?;
+    }
+    signals.running(client.sender(), &id, tty);
     client.start(&id, t.start)?;
     if stdin {
         let (h, id) = (client.sender(), id.clone());

@@ -178,6 +178,19 @@ impl Containers {
         }
     }
 
+    /// Sets a tty container's window size (its shim owns the pty master).
+    pub fn resize(&self, id: &str, rows: u16, cols: u16) -> anyhow::Result<()> {
+        let e = self.get(id)?;
+        // Held only briefly, except by the exit reader once the shim is ending: then the
+        // size no longer matters.
+        let Ok(mut ctl) = e.ctl.try_lock() else {
+            return Ok(());
+        };
+        ctl.get_mut()
+            .write_all(format!("resize {rows} {cols}\n").as_bytes())
+            .context("tell the shim the window size")
+    }
+
     pub fn stats(&self, id: &str) -> anyhow::Result<Stats> {
         self.get(id)?;
         crate::workload::stats(id)

@@ -34,15 +34,7 @@ pub fn stage1() -> anyhow::Result<()> {
     if std::env::var_os(STAGE2).is_some() {
         return Ok(());
     }
-    let nosuid = MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC;
-    mnt("proc", "/proc", "proc", nosuid, None)?;
-    mnt(
-        "devtmpfs",
-        "/dev",
-        "devtmpfs",
-        MsFlags::MS_NOSUID,
-        Some("mode=0755"),
-    )?;
+    proc_and_dev()?;
     let cmdline = std::fs::read_to_string("/proc/cmdline").unwrap_or_default();
     if cmdline_flag(&cmdline, "vmctl.boot_marker") == Some("1") {
         if let Err(e) = boot_marker() {
@@ -52,6 +44,19 @@ pub fn stage1() -> anyhow::Result<()> {
     let _ = nix::mount::umount("/dev");
     let _ = nix::mount::umount("/proc");
     switch_root().context("move the agent to a tmpfs root")
+}
+
+/// Mounts /proc and /dev (devtmpfs): the first mounts of both stages.
+fn proc_and_dev() -> anyhow::Result<()> {
+    let nosuid = MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC;
+    mnt("proc", "/proc", "proc", nosuid, None)?;
+    mnt(
+        "devtmpfs",
+        "/dev",
+        "devtmpfs",
+        MsFlags::MS_NOSUID,
+        Some("mode=0755"),
+    )
 }
 
 /// Copies /init to a new tmpfs, makes that the root (MS_MOVE + chroot) and execs it there.
@@ -77,15 +82,8 @@ fn switch_root() -> anyhow::Result<()> {
 
 /// The mounts a guest needs.
 pub fn early() -> anyhow::Result<()> {
+    proc_and_dev()?;
     let nosuid = MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC;
-    mnt("proc", "/proc", "proc", nosuid, None)?;
-    mnt(
-        "devtmpfs",
-        "/dev",
-        "devtmpfs",
-        MsFlags::MS_NOSUID,
-        Some("mode=0755"),
-    )?;
     mnt("sysfs", "/sys", "sysfs", nosuid, None)?;
     mnt(
         "devpts",

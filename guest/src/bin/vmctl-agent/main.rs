@@ -10,6 +10,7 @@ mod server;
 mod shim;
 mod transport;
 mod user;
+mod volumes;
 mod workload;
 
 use std::sync::{Arc, Mutex};

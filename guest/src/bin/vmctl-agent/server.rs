@@ -42,6 +42,7 @@ pub fn serve(
                 &FromAgent::Hello {
                     version: protocol::VERSION,
                     agent,
+                    features: protocol::FEATURES.iter().map(|f| f.to_string()).collect(),
                 },
                 &[],
             );
@@ -139,6 +140,7 @@ fn handle(op: Op, containers: &Containers) -> anyhow::Result<Answer> {
         Op::Signal { id, signal } => containers.signal(&id, signal).map(|_| Answer::Done),
         Op::Stats { id } => containers.stats(&id).map(Answer::Stats),
         Op::Delete { id } => containers.delete(&id).map(|_| Answer::Done),
+        Op::Resize { id, rows, cols } => containers.resize(&id, rows, cols).map(|_| Answer::Done),
         Op::Shutdown { .. } => unreachable!("handled by serve"),
     }
 }

@@ -3,6 +3,7 @@
 //! (docker's defaults: namespaces, capabilities, seccomp, masked paths; cgroup v2 limits;
 //! overlayfs over the image layers with the upper directory on the guest's tmpfs /run).
 
+use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context};
@@ -21,17 +22,37 @@ pub struct Workload {
 }
 
 impl Workload {
-    /// Sets the container up; the workload process waits for [`Workload::start`].
-    pub fn create(spec: &ContainerSpec, layers: Vec<PathBuf>) -> anyhow::Result<Workload> {
+    /// Sets the container up; the workload process waits for [`Workload::start`]. With
+    /// `spec.tty`, `console` receives the master of the container's pty during the set-up.
+    pub fn create(
+        spec: &ContainerSpec,
+        layers: Vec<PathBuf>,
+        console: Option<OwnedFd>,
+    ) -> anyhow::Result<Workload> {
         if layers.is_empty() {
             bail!("the image has no layers");
         }
-        let oci = oci_spec(spec, &layers)?;
-        let c = ContainerBuilder::new(spec.id.clone(), ROOT)
-            .spec(oci)
-            .image_layers(layers)
-            .init(spec.init)
-            .create()?;
+        if spec.tty && console.is_none() {
+            bail!("a terminal (tty) needs a console socket");
+        }
+        let binds = crate::volumes::mount_all(spec)?;
+        let created = oci_spec(spec, &layers, binds).and_then(|oci| {
+            let mut b = ContainerBuilder::new(spec.id.clone(), ROOT)
+                .spec(oci)
+                .image_layers(layers)
+                .init(spec.init);
+            if let Some(c) = console {
+                b = b.console_socket(c);
+            }
+            Ok(b.create()?)
+        });
+        let c = match created {
+            Ok(c) => c,
+            Err(e) => {
+                crate::volumes::unmount_all(&spec.id);
+                return Err(e);
+            }
+        };
         let pid = c.pid();
         Ok(Workload {
             c: Some(c),
@@ -72,9 +93,11 @@ impl Workload {
     /// Kills what is left and removes the cgroup, overlay directories and state.
     pub fn destroy(&mut self) {
         if let Some(c) = self.c.take() {
+            let id = c.id().to_string();
             if let Err(e) = c.delete(true) {
                 eprintln!("vmctl-agent: remove container: {e}");
             }
+            crate::volumes::unmount_all(&id);
         }
     }
 }
@@ -93,7 +116,11 @@ pub fn stats(id: &str) -> anyhow::Result<Stats> {
 
 /// The OCI spec: the runtime's docker defaults, then the request (as `vmctl run` builds it
 /// for `--isolation container`).
-fn oci_spec(spec: &ContainerSpec, layers: &[PathBuf]) -> anyhow::Result<Spec> {
+fn oci_spec(
+    spec: &ContainerSpec,
+    layers: &[PathBuf],
+    binds: Vec<runtime::oci_spec::runtime::Mount>,
+) -> anyhow::Result<Spec> {
     if spec.args.is_empty() {
         bail!("no command");
     }
@@ -117,7 +144,7 @@ fn oci_spec(spec: &ContainerSpec, layers: &[PathBuf]) -> anyhow::Result<Spec> {
         usr.set_gid(gid);
         p.set_user(usr);
     }
-    p.set_terminal(Some(false));
+    p.set_terminal(Some(spec.tty));
     oci.set_process(Some(p));
     oci.set_hostname(Some(
         spec.hostname.clone().unwrap_or_else(|| spec.id.clone()),
@@ -125,6 +152,11 @@ fn oci_spec(spec: &ContainerSpec, layers: &[PathBuf]) -> anyhow::Result<Spec> {
     let mut root = oci.root().clone().unwrap_or_default();
     root.set_readonly(Some(spec.read_only));
     oci.set_root(Some(root));
+    if !binds.is_empty() {
+        let mut mounts = oci.mounts().clone().unwrap_or_default();
+        mounts.extend(binds);
+        oci.set_mounts(Some(mounts));
+    }
     let mut v = serde_json::to_value(&oci)?;
     let res = &mut v["linux"]["resources"];
     if let Some(m) = spec.limits.memory_bytes {
