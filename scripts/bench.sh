@@ -6,7 +6,8 @@
 # usage: scripts/bench.sh [extra vmctl bench options, e.g. --compare old.json]
 # env:   BENCH_OUT      output directory            (default: bench-out)
 #        BENCH_RUNS     container runs              (default: 5)
-#        BENCH_VM_RUNS  VM boots per VMM            (default: 1)
+#        BENCH_VM_RUNS  VM boots per VMM            (default: 2; vmctl bench alone: 5)
+#        BENCH_IO_MIB   MiB of guest disk I/O       (default: 4)
 #        BENCH_TIMEOUT  hard limit for the run, s   (default: 1800)
 #        PROFILE        debug or release            (default: debug)
 # Needs root (namespaces, cgroups, /dev/kvm). Missing peers are skipped, not errors.
@@ -38,6 +39,6 @@ stage "vmctl bench -> $out (limit ${BENCH_TIMEOUT:-1800} s)"
 timeout --kill-after=30 "${BENCH_TIMEOUT:-1800}" \
   "target/$PROFILE/vmctl" bench \
   --runs "${BENCH_RUNS:-5}" --warmup 1 \
-  --vm-runs "${BENCH_VM_RUNS:-1}" --vm-timeout 600 \
+  --vm-runs "${BENCH_VM_RUNS:-2}" --io-mib "${BENCH_IO_MIB:-4}" --vm-timeout 600 \
   --density-budget 3 --density-max 20 \
   --out "$out" "$@"

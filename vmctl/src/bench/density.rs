@@ -1,17 +1,11 @@
 //! Density: how many idle containers or VMs start one after another within a time budget,
-//! and when each was up; everything is torn down afterwards. Also the isolated-workload probe
-//! (`vmctl run --isolation microvm|hosted`).
+//! and when each was up; everything is torn down afterwards.
 
-use std::path::Path;
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
-
-use anyhow::{bail, Context};
+use std::time::Instant;
 
 use super::bundle::Bundle;
 use super::container::OciRuntime;
 use super::model::Density;
-use super::proc::{self, Stream};
 use super::progress;
 use super::suite::Suite;
 use super::vm::{self, Guest, Vmm};
@@ -85,71 +79,4 @@ pub fn vms(suite: &mut Suite, level: &str, name: &str, vmm: &Vmm, guest: &Guest)
         up_at_ms: up,
         stopped,
     });
-}
-
-/// The line the isolated workload prints.
-const WORKLOAD_MARK: &str = "vmctl-bench-workload";
-
-/// One `vmctl run --isolation ISO`: when the workload's output appeared, and when the VMM's
-/// boot marker line did (if the VMM prints one), since process start.
-pub struct Isolated {
-    pub workload: Duration,
-    pub marker: Option<Duration>,
-}
-
-/// Runs `vmctl run --isolation ISO --rm -- echo MARK` once, until MARK appears on stdout.
-pub fn isolated_once(
-    vmctl: &Path,
-    image_root: &Path,
-    iso: &str,
-    timeout: Duration,
-) -> anyhow::Result<Isolated> {
-    let t0 = Instant::now();
-    let mut child = Command::new(vmctl)
-        .env("VMCTL_IMAGE_ROOT", image_root)
-        .args(["run", "--isolation", iso, "--rm", "--network", "none"])
-        .args(["--", "echo", WORKLOAD_MARK])
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .context("starting vmctl run --isolation")?;
-    let rx = proc::watch_lines(&mut child);
-    let deadline = t0 + timeout;
-    let mut marker = None;
-    let mut open = 2;
-    let mut last_err = String::new();
-    let result = loop {
-        match rx.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
-            Ok((at, Stream::Stdout, Some(l))) if l.trim() == WORKLOAD_MARK => {
-                break Ok(at.duration_since(t0));
-            }
-            Ok((at, Stream::Stderr, Some(l))) => {
-                if l.contains("guest boot time: ") && marker.is_none() {
-                    marker = Some(at.duration_since(t0));
-                }
-                last_err = l;
-            }
-            Ok((_, _, Some(_))) => {}
-            Ok((_, _, None)) => {
-                open -= 1;
-                if open == 0 {
-                    break Err("exited");
-                }
-            }
-            Err(_) => break Err("timed out"),
-        }
-    };
-    proc::kill_child(&mut child);
-    match result {
-        Ok(workload) => Ok(Isolated { workload, marker }),
-        Err(why) => bail!(
-            "vmctl run --isolation {iso} {why} without workload output: {}",
-            if last_err.is_empty() {
-                "(no message)"
-            } else {
-                &last_err
-            }
-        ),
-    }
 }

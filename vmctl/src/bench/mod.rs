@@ -8,6 +8,7 @@ mod container;
 mod density;
 mod env;
 mod io;
+mod isolated;
 mod model;
 mod plot;
 mod proc;
@@ -43,8 +44,9 @@ pub struct BenchArgs {
     /// Measured runs per container subject.
     #[arg(long, default_value_t = 10)]
     pub runs: usize,
-    /// Measured boots per VM subject (VM boots are slow on nested KVM).
-    #[arg(long, default_value_t = 3)]
+    /// Measured boots per VM subject (VM boots are slow on nested KVM: scripts/bench.sh
+    /// asks for fewer).
+    #[arg(long, default_value_t = 5)]
     pub vm_runs: usize,
     /// Warm-up runs per container subject (not counted).
     #[arg(long, default_value_t = 1)]
@@ -86,6 +88,10 @@ pub struct BenchArgs {
     /// Initramfs for the VM levels (default: the cached scripts/build-initramfs.sh build).
     #[arg(long)]
     pub initrd: Option<PathBuf>,
+    /// Extra subjects: vmctl's VMM with its guest RAM backed otherwise (`VMCTL_GUEST_MEM`
+    /// values, comma separated: thp, prefault, thp+prefault).
+    #[arg(long, value_delimiter = ',')]
+    pub vmm_mem: Vec<String>,
     /// Guest memory of every VM, MiB.
     #[arg(long, default_value_t = 256)]
     pub vm_memory: u64,

@@ -55,7 +55,9 @@ impl<'a> Suite<'a> {
         let mut runtimes = Vec::new();
         let level = |l: &str| args.levels.iter().any(|x| x == l);
         let containers = level("container") || level("density");
-        let vms = ["microvm", "hosted", "density"].iter().any(|l| level(l));
+        let vms = ["microvm", "hosted", "density", "container-in-microvm"]
+            .iter()
+            .any(|l| level(l));
         let want = |p: &str| args.peers.iter().any(|x| x == p);
         match ours {
             Some(p) => runtimes.push(("vmctl-runtime".to_string(), p)),
@@ -206,8 +208,8 @@ impl<'a> Suite<'a> {
             self.vm_boots();
         }
         if self.wants("container-in-microvm") {
-            for iso in ["microvm", "hosted"] {
-                self.isolated_workload(iso);
+            for probe in self.isolated_probes() {
+                self.isolated_workload(&probe);
             }
         }
         if self.wants("density") {

@@ -4,6 +4,7 @@
 use std::path::Path;
 use std::time::Duration;
 
+use super::isolated::{self, Probe};
 use super::model::{IoSample, Series};
 use super::suite::Suite;
 use super::vm::{self, Guest, Vmm};
@@ -15,7 +16,16 @@ impl Suite<'_> {
         let mut v = Vec::new();
         let kvm = Path::new("/dev/kvm").exists();
         if kvm {
-            v.push(("microvm", "vmctl-vmm".into(), Vmm::Ours(self.vmctl.clone())));
+            v.push((
+                "microvm",
+                "vmctl-vmm".into(),
+                Vmm::Ours(self.vmctl.clone(), None),
+            ));
+            for mem in &self.args.vmm_mem {
+                let name = format!("vmctl-vmm (mem={mem})");
+                let vmm = Vmm::Ours(self.vmctl.clone(), Some(mem.clone()));
+                v.push(("microvm", name, vmm));
+            }
         }
         if let Some(q) = &self.qemu {
             for accel in ["kvm", "tcg"] {
@@ -58,6 +68,8 @@ impl Suite<'_> {
         }
     }
 
+    /// Boots every VMM `--vm-warmup` + `--vm-runs` times, interleaved (boot i of every VMM
+    /// before boot i+1 of any), so that a load that changes during the run hits all alike.
     pub(super) fn vm_boots(&mut self) {
         let Some(mut guest) = self.guest.clone() else {
             return;
@@ -65,30 +77,31 @@ impl Suite<'_> {
         let _disk_dir = self.io_disk(&mut guest);
         let io = guest.disk.is_some();
         let (runs, warmup) = (self.args.vm_runs, self.args.vm_warmup);
-        for (level, name, vmm) in self.vmms() {
-            if !self.wants(level) {
-                continue;
-            }
-            let metrics = [
-                "boot-to-ready",
-                "boot-to-run-init",
-                "boot-to-first-output",
-                "boot-to-marker",
-                "vmm-setup",
-                "kernel-to-marker",
-                "init-to-ready",
-            ];
-            let mut series = metrics.map(|m| Series::new(level, &name, m));
-            for i in 0..warmup + runs {
-                let warm = i < warmup;
-                let mem = !warm && i + 1 == warmup + runs && self.wants("memory");
-                progress(&format!(
-                    "{level} {name}: boot {}/{} ...",
-                    i + 1,
-                    warmup + runs
-                ));
-                let io = io && !warm && i + 1 == warmup + runs;
-                match vm::boot_once(&vmm, &guest, mem, io) {
+        let metrics = [
+            "boot-to-ready",
+            "boot-to-run-init",
+            "boot-to-first-output",
+            "boot-to-marker",
+            "vmm-setup",
+            "kernel-to-marker",
+            "init-to-ready",
+        ];
+        let mut subjects: Vec<_> = self
+            .vmms()
+            .into_iter()
+            .filter(|(level, _, _)| self.wants(level))
+            .map(|(level, name, vmm)| {
+                let series = metrics.map(|m| Series::new(level, &name, m));
+                (name, vmm, series, true)
+            })
+            .collect();
+        for i in 0..warmup + runs {
+            let warm = i < warmup;
+            let last = i + 1 == warmup + runs;
+            for (name, vmm, series, alive) in subjects.iter_mut().filter(|s| s.3) {
+                let mem = !warm && last && self.wants("memory");
+                progress(&format!("{name}: boot {}/{} ...", i + 1, warmup + runs));
+                match vm::boot_once(vmm, &guest, mem, io && !warm && last) {
                     Ok(b) => {
                         let ms = |d: Duration| d.as_secs_f64() * 1000.0;
                         let vals = [
@@ -105,74 +118,111 @@ impl Suite<'_> {
                                 s.push(warm, v);
                             }
                         }
-                        progress(&format!(
-                            "{level} {name}: ready after {:.0} ms",
-                            ms(b.ready)
-                        ));
-                        self.save_console(&name, i, &b.log);
-                        if let Some(m) = b.mem {
-                            let sample = vm::mem_sample(&name, &guest, &m);
+                        progress(&format!("{name}: ready after {:.0} ms", ms(b.ready)));
+                        self.save_console(name, i, &b.log);
+                        if let Some(m) = &b.mem {
+                            let sample = vm::mem_sample(name, &guest, m);
                             self.report.memory.push(sample);
                         }
-                        match (b.io, self.host_io) {
-                            (Some(Ok(t)), Some(h)) => {
-                                progress(&format!(
-                                    "io {name}: read {:.1} MB/s, write {:.1} MB/s",
-                                    t.read_mb_s, t.write_mb_s
-                                ));
-                                self.report.io.push(IoSample {
-                                    subject: name.clone(),
-                                    mib: guest.io_mib,
-                                    read_mb_s: t.read_mb_s,
-                                    write_mb_s: t.write_mb_s,
-                                    host_read_mb_s: h.read_mb_s,
-                                    host_write_mb_s: h.write_mb_s,
-                                });
-                            }
-                            (Some(Err(e)), _) => self.skip(&format!("io {name}"), e),
-                            _ => {}
-                        }
+                        self.io_result(name, guest.io_mib, b.io);
                     }
                     Err(e) => {
-                        self.skip(&name, format!("boot failed: {e:#}"));
-                        break;
+                        self.skip(name, format!("boot failed: {e:#}"));
+                        *alive = false;
                     }
                 }
             }
+        }
+        for (_, _, series, _) in subjects {
             self.add(series.into_iter().collect());
         }
     }
 
-    /// `vmctl run --isolation ISO --rm -- echo MARK`: time to the workload's output, and
-    /// its boot-marker and agent-plus-container phases when the VMM reports the marker.
-    pub(super) fn isolated_workload(&mut self, iso: &str) {
-        let what = format!("container-in-{iso}");
+    fn io_result(&mut self, name: &str, mib: u64, io: Option<Result<io::Throughput, String>>) {
+        match (io, self.host_io) {
+            (Some(Ok(t)), Some(h)) => {
+                progress(&format!(
+                    "io {name}: read {:.1} MB/s, write {:.1} MB/s",
+                    t.read_mb_s, t.write_mb_s
+                ));
+                self.report.io.push(IoSample {
+                    subject: name.into(),
+                    mib,
+                    read_mb_s: t.read_mb_s,
+                    write_mb_s: t.write_mb_s,
+                    host_read_mb_s: h.read_mb_s,
+                    host_write_mb_s: h.write_mb_s,
+                });
+            }
+            (Some(Err(e)), _) => self.skip(&format!("io {name}"), e),
+            _ => {}
+        }
+    }
+
+    /// The container-in-VM subjects: `--isolation microvm` (with /dev/kvm), `--isolation
+    /// hosted` under TCG and, with /dev/kvm, under KVM (the QEMU peers select them).
+    pub(super) fn isolated_probes(&mut self) -> Vec<Probe> {
+        let kvm = Path::new("/dev/kvm").exists();
+        let mut v = Vec::new();
+        if kvm {
+            v.push(Probe {
+                isolation: "microvm",
+                accel: None,
+            });
+        } else {
+            self.skip("container-in-microvm", "no /dev/kvm");
+        }
+        for accel in ["tcg", "kvm"] {
+            let what = format!("container-in-hosted ({accel})");
+            if !self.want_peer(&format!("qemu-{accel}")) {
+                continue;
+            }
+            if self.qemu.is_none() {
+                self.skip(&what, format!("{} not installed", self.args.qemu.display()));
+            } else if accel == "kvm" && !kvm {
+                self.skip(&what, "no /dev/kvm");
+            } else {
+                v.push(Probe {
+                    isolation: "hosted",
+                    accel: Some(accel),
+                });
+            }
+        }
+        v
+    }
+
+    /// `vmctl run --isolation ISO --rm -- echo MARK`: time to the workload's output and its
+    /// phases (see [`isolated`]).
+    pub(super) fn isolated_workload(&mut self, probe: &Probe) {
+        let subject = probe.subject();
         let timeout = Duration::from_secs(self.args.vm_timeout);
-        let subject = format!("vmctl --isolation {iso}");
-        let mut series = ["to-workload-output", "boot-to-marker", "marker-to-workload"]
-            .map(|m| Series::new("container-in-microvm", &subject, m));
-        let ms = |d: Duration| d.as_secs_f64() * 1000.0;
-        for i in 0..self.args.vm_runs {
-            progress(&format!("{what}: run {}/{} ...", i + 1, self.args.vm_runs));
-            match density::isolated_once(&self.vmctl, &self.args.image_root, iso, timeout) {
+        let mut series: Vec<Series> = isolated::METRICS
+            .iter()
+            .map(|m| Series::new("container-in-microvm", &subject, m))
+            .collect();
+        let (runs, warmup) = (self.args.vm_runs, self.args.vm_warmup);
+        for i in 0..warmup + runs {
+            let warm = i < warmup;
+            progress(&format!("{subject}: run {}/{} ...", i + 1, warmup + runs));
+            match isolated::run_once(&self.vmctl, &self.args.image_root, probe, timeout) {
                 Ok(r) => {
-                    series[0].push(false, ms(r.workload));
-                    if let Some(m) = r.marker {
-                        series[1].push(false, ms(m));
-                        series[2].push(false, ms(r.workload.saturating_sub(m)));
+                    let ph = isolated::phases(&r);
+                    for (m, v) in &ph {
+                        if let Some(s) = series.iter_mut().find(|s| s.metric == *m) {
+                            s.push(warm, *v);
+                        }
                     }
-                    progress(&format!(
-                        "{what}: workload output after {:.0} ms",
-                        ms(r.workload)
-                    ));
+                    let line: Vec<String> =
+                        ph.iter().map(|(m, v)| format!("{m} {:.0}", v)).collect();
+                    progress(&format!("{subject}: {} ms", line.join(", ")));
                 }
                 Err(e) => {
-                    self.skip(&what, format!("{e:#}"));
+                    self.skip(&subject, format!("{e:#}"));
                     break;
                 }
             }
         }
-        self.add(series.into_iter().collect());
+        self.add(series);
     }
 
     pub(super) fn vm_density(&mut self) {

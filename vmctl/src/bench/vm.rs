@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 
+use super::isolated::parse_boot_line;
 use super::model::MemSample;
 use super::proc::{self, ProcMem, Stream};
 
@@ -20,14 +21,13 @@ const SHELL_LINE: &str = "vmctl-guest: shell";
 const SHELL_WAIT: Duration = Duration::from_secs(20);
 /// With I/O: how long to wait for the shell, and for each dd.
 const IO_SHELL_WAIT: Duration = Duration::from_secs(300);
-/// The boot-time line of vmctl's VMM (devices::legacy::boot_timer).
-const BOOT_LINE: &str = "guest boot time: ";
 
 /// Which VMM boots the guest.
 #[derive(Clone, Debug)]
 pub enum Vmm {
-    /// `vmctl run --kernel`: this binary.
-    Ours(PathBuf),
+    /// `vmctl run --kernel`: this binary, with `VMCTL_GUEST_MEM` set to the second field
+    /// when given (guest RAM backing: thp, prefault).
+    Ours(PathBuf, Option<String>),
     /// `qemu-system-x86_64 -M microvm -accel ACCEL`.
     Qemu { path: PathBuf, accel: &'static str },
 }
@@ -75,8 +75,11 @@ pub struct BootSample {
 impl Vmm {
     fn command(&self, g: &Guest) -> Command {
         match self {
-            Vmm::Ours(vmctl) => {
+            Vmm::Ours(vmctl, mem) => {
                 let mut c = Command::new(vmctl);
+                if let Some(m) = mem {
+                    c.env(vmm::vstate::memory::BACKING_ENV, m);
+                }
                 c.arg("run")
                     .arg("--kernel")
                     .arg(&g.kernel)
@@ -121,15 +124,6 @@ impl Vmm {
             }
         }
     }
-}
-
-/// Parses "guest boot time: X ms since VMM process start, Y ms since VM start".
-fn parse_boot_line(line: &str) -> Option<(f64, f64)> {
-    let rest = line.split_once(BOOT_LINE)?.1;
-    let mut nums = rest
-        .split_whitespace()
-        .filter_map(|w| w.parse::<f64>().ok());
-    Some((nums.next()?, nums.next()?))
 }
 
 /// Boots `guest` on `vmm` once, until the ready line; with `mem`, waits until the guest idles
@@ -324,16 +318,4 @@ pub fn default_artefacts() -> (PathBuf, PathBuf) {
         .map(PathBuf::from)
         .unwrap_or_else(|| cache.join("initramfs/current/initramfs.cpio"));
     (kernel, initrd)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn boot_line() {
-        let l = "guest boot time: 31234 ms since VMM process start, 31200 ms since VM start";
-        assert_eq!(parse_boot_line(l), Some((31234.0, 31200.0)));
-        assert_eq!(parse_boot_line("hello"), None);
-    }
 }
