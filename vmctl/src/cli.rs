@@ -28,36 +28,38 @@ pub enum Command {
     /// Manage local images (import, rm).
     #[command(subcommand)]
     Image(ImageCommand),
-    /// List containers.
+    /// List containers, microVMs and hosted VMs, with their isolation level.
     Ps {
-        /// Show stopped containers too.
+        /// Show stopped ones too.
         #[arg(short = 'a', long)]
         all: bool,
         /// Only print ids.
         #[arg(short = 'q', long)]
         quiet: bool,
     },
-    /// Print the output of a detached container.
+    /// Print the output of a detached container or VM.
     Logs {
-        /// Keep printing until the container stops.
+        /// Keep printing until it stops.
         #[arg(short = 'f', long)]
         follow: bool,
-        /// Container id or name.
+        /// Container or VM id, id prefix or name.
         container: String,
     },
-    /// Stop containers (SIGTERM, then SIGKILL after the grace period).
+    /// Stop containers and VMs (SIGTERM, then SIGKILL after the grace period).
     Stop {
         /// Seconds to wait before SIGKILL.
         #[arg(short = 't', long, default_value_t = 10)]
         time: u64,
+        /// Container or VM ids, id prefixes or names.
         #[arg(required = true)]
         containers: Vec<String>,
     },
-    /// Remove containers.
+    /// Remove containers and VMs.
     Rm {
-        /// Kill running containers first.
+        /// Kill running ones first.
         #[arg(short = 'f', long)]
         force: bool,
+        /// Container or VM ids, id prefixes or names.
         #[arg(required = true)]
         containers: Vec<String>,
     },
@@ -69,6 +71,17 @@ pub enum Command {
     /// Measure start latency, memory and density of containers, microVMs and hosted VMs
     /// side by side (JSON, table, SVG plot).
     Bench(crate::bench::BenchArgs),
+    /// Internal: the VMM process of `--isolation microvm`, configured through the
+    /// Firecracker-compatible API on --api-sock (what `vmctl-vmm --api-sock` does).
+    #[command(hide = true)]
+    Vmm {
+        /// Unix socket to serve the API on.
+        #[arg(long, value_name = "PATH")]
+        api_sock: PathBuf,
+        /// Instance id reported by `GET /`.
+        #[arg(long, default_value = "anonymous-instance")]
+        id: String,
+    },
 }
 
 /// Where the image store lives.

@@ -18,7 +18,7 @@ use runtime::network::NetworkMode;
 
 mod backend;
 mod parse;
-mod term;
+pub(crate) mod term;
 
 use parse::{parse_memory, parse_user};
 use term::{block_signals, proxy_tty, wait_forwarding};
@@ -56,7 +56,8 @@ impl Meta {
     }
 }
 
-fn state_root() -> PathBuf {
+/// vmctl's state root (`$VMCTL_ROOT`, default /run/vmctl).
+pub(crate) fn state_root() -> PathBuf {
     PathBuf::from(std::env::var("VMCTL_ROOT").unwrap_or_else(|_| "/run/vmctl".into()))
 }
 fn meta_root() -> PathBuf {
@@ -87,17 +88,16 @@ fn all_meta() -> Vec<Meta> {
     v
 }
 
-/// A container by id, id prefix or name.
+/// A container by id, id prefix or name (for `exec`, which only containers have).
 fn resolve(what: &str) -> Result<Meta> {
-    let all = all_meta();
-    let mut hits = all
-        .into_iter()
-        .filter(|m| m.id == what || m.name == what || m.id.starts_with(what));
-    match (hits.next(), hits.next()) {
-        (Some(m), None) => Ok(m),
-        (Some(_), Some(_)) => bail!("{what:?} matches several containers; give more of the id"),
-        (None, _) => bail!("no such container: {what:?} (see `vmctl ps -a`)"),
+    let e = crate::ps::resolve(what)?;
+    if e.isolation != "container" {
+        bail!(
+            "{what:?} is a {} VM: `vmctl exec` works on containers only",
+            e.isolation
+        );
     }
+    load_meta(&e.id).with_context(|| format!("no such container: {what:?}"))
 }
 
 fn bind(src: &str, dst: &str, ro: bool) -> Result<Mount> {
@@ -110,6 +110,21 @@ fn bind(src: &str, dst: &str, ro: bool) -> Result<Mount> {
     Ok(serde_json::from_value(
         serde_json::json!({"destination": dst, "type": "bind", "source": src, "options": opts}),
     )?)
+}
+
+/// A terminal process starts at our terminal's size (the pty gets it before the workload runs;
+/// later changes follow by SIGWINCH).
+fn set_console_size(p: &mut Process) {
+    if !p.terminal().unwrap_or(false) {
+        return;
+    }
+    if let Some((rows, cols)) = guest::session::window_size() {
+        let size = runtime::oci_spec::runtime::BoxBuilder::default()
+            .height(rows)
+            .width(cols)
+            .build();
+        p.set_console_size(size.ok());
+    }
 }
 
 /// The OCI spec for `vmctl run` (docker defaults from the runtime library, then the flags).
@@ -163,6 +178,7 @@ fn build_spec(args: &RunArgs, img: &backend::Image, net: &NetSettings, id: &str)
         p.set_user(usr);
     }
     p.set_terminal(Some(args.tty));
+    set_console_size(&mut p);
     spec.set_process(Some(p));
     spec.set_hostname(Some(id.to_string()));
     let mut root = spec.root().clone().unwrap_or_default();
@@ -218,7 +234,7 @@ pub fn run(args: RunArgs) -> Result<i32> {
     }
     let id = new_id()?;
     let name = args.name.clone().unwrap_or_else(|| id.clone());
-    if all_meta().iter().any(|m| m.name == name) {
+    if crate::ps::name_in_use(&name) {
         bail!("the name {name:?} is in use; `vmctl rm {name}` or pick another --name");
     }
     let net = backend::net_settings(
@@ -334,7 +350,7 @@ fn run_foreground(
         Some(sock) => Some(proxy_tty(runtime::console::recv_fd(sock.as_fd())?)?),
         None => None,
     };
-    let code = wait_forwarding(c.pid(), &mask, |sig| {
+    let code = wait_forwarding(c.pid(), &mask, _raw.as_ref(), |sig| {
         let _ = c.kill(sig, false);
     })?;
     drop(_raw);
@@ -405,113 +421,89 @@ fn run_detached(
     }
 }
 
-fn status_line(m: &Meta) -> (Status, String) {
-    let st = Container::load(runtime_root(), &m.id)
-        .map(|c| c.status())
-        .unwrap_or(Status::Stopped);
-    let text = match st {
-        Status::Stopped => {
-            let code = std::fs::read_to_string(meta_root().join(&m.id).join("exit_code"))
-                .unwrap_or_default();
-            format!(
-                "Exited ({})",
-                if code.trim().is_empty() {
-                    "?"
-                } else {
-                    code.trim()
-                }
-            )
-        }
-        Status::Running => "Up".into(),
-        s => s.to_string(),
-    };
-    (st, text)
+/// Every container as a `vmctl ps` row.
+pub(crate) fn entries() -> Vec<crate::ps::Entry> {
+    all_meta()
+        .into_iter()
+        .map(|m| {
+            let st = Container::load(runtime_root(), &m.id)
+                .map(|c| c.status())
+                .unwrap_or(Status::Stopped);
+            let code_file = meta_root().join(&m.id).join("exit_code");
+            let state = match st {
+                Status::Running => crate::ps::State::Running,
+                Status::Stopped => crate::ps::State::Exited {
+                    code: std::fs::read_to_string(&code_file)
+                        .ok()
+                        .and_then(|c| c.trim().parse().ok()),
+                    at: crate::ps::mtime(&code_file),
+                },
+                s => crate::ps::State::Other(s.to_string()),
+            };
+            crate::ps::Entry {
+                id: m.id,
+                name: m.name,
+                image: m.image,
+                command: m.command,
+                created: m.created,
+                isolation: "container",
+                state,
+            }
+        })
+        .collect()
 }
 
-pub fn ps(all: bool, quiet: bool) -> Result<i32> {
-    if !quiet {
-        println!(
-            "{:<14}{:<22}{:<28}{:<14}NAMES",
-            "CONTAINER ID", "IMAGE", "COMMAND", "STATUS"
-        );
-    }
-    for m in all_meta() {
-        let (st, text) = status_line(&m);
-        if !all && st == Status::Stopped {
-            continue;
-        }
-        if quiet {
-            println!("{}", m.id);
-            continue;
-        }
-        let mut cmd = format!("\"{}\"", m.command.join(" "));
-        cmd.truncate(26);
-        let mut image = m.image.clone();
-        image.truncate(20);
-        println!("{:<14}{:<22}{:<28}{:<14}{}", m.id, image, cmd, text, m.name);
-    }
-    Ok(0)
+fn stopped(id: &str) -> bool {
+    Container::load(runtime_root(), id).map_or(true, |c| c.status() == Status::Stopped)
 }
 
-pub fn logs(what: &str, follow: bool) -> Result<i32> {
-    let m = resolve(what)?;
+/// Prints container `id`'s log (detached containers log), to its end with `follow`.
+pub(crate) fn logs(id: &str, follow: bool) -> Result<i32> {
+    let m = load_meta(id).with_context(|| format!("no such container: {id:?}"))?;
     let path = meta_root().join(&m.id).join("container.log");
-    let mut f = std::fs::File::open(&path)
+    let f = std::fs::File::open(&path)
         .with_context(|| format!("{} has no log (only detached containers log)", m.name))?;
-    let mut out = std::io::stdout();
-    loop {
-        std::io::copy(&mut f, &mut out)?;
-        if !follow || status_line(&m).0 == Status::Stopped {
-            std::io::copy(&mut f, &mut out)?;
-            return Ok(0);
-        }
-        std::thread::sleep(std::time::Duration::from_millis(100));
-    }
+    crate::ps::copy_log(f, follow, || stopped(&m.id))
 }
 
-pub fn stop(list: &[String], grace: u64) -> Result<i32> {
-    for what in list {
-        let m = resolve(what)?;
-        let c = Container::load(runtime_root(), &m.id)?;
-        if matches!(c.status(), Status::Stopped) {
-            m.detach();
-            println!("{what}");
-            continue;
-        }
-        let _ = c.kill(libc::SIGTERM, false);
-        let t = std::time::Instant::now();
-        while c.status() != Status::Stopped && t.elapsed().as_secs() < grace {
+/// Stops container `id`: SIGTERM, SIGKILL after `grace` seconds.
+pub(crate) fn stop(id: &str, grace: u64) -> Result<()> {
+    let m = load_meta(id).with_context(|| format!("no such container: {id:?}"))?;
+    let c = Container::load(runtime_root(), &m.id)?;
+    if matches!(c.status(), Status::Stopped) {
+        m.detach();
+        return Ok(());
+    }
+    let _ = c.kill(libc::SIGTERM, false);
+    let t = std::time::Instant::now();
+    while c.status() != Status::Stopped && t.elapsed().as_secs() < grace {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    if c.status() != Status::Stopped {
+        let _ = c.kill(libc::SIGKILL, true);
+        while c.status() != Status::Stopped && t.elapsed().as_secs() < grace + 5 {
             std::thread::sleep(std::time::Duration::from_millis(20));
         }
-        if c.status() != Status::Stopped {
-            let _ = c.kill(libc::SIGKILL, true);
-            while c.status() != Status::Stopped && t.elapsed().as_secs() < grace + 5 {
-                std::thread::sleep(std::time::Duration::from_millis(20));
-            }
-        }
-        if c.status() == Status::Stopped {
-            m.detach(); // the monitor does too; this covers a monitor that was killed
-        }
-        println!("{what}");
     }
-    Ok(0)
+    if c.status() == Status::Stopped {
+        m.detach(); // the monitor does too; this covers a monitor that was killed
+    }
+    Ok(())
 }
 
-pub fn rm(list: &[String], force: bool) -> Result<i32> {
-    for what in list {
-        let m = resolve(what)?;
-        match Container::load(runtime_root(), &m.id) {
-            Ok(c) => c
-                .delete(force)
-                .map_err(|e| anyhow::anyhow!("{e}; `vmctl rm -f` kills it first"))?,
-            Err(runtime::Error::NotFound { .. }) => {}
-            Err(e) => return Err(e.into()),
-        }
-        m.detach();
-        std::fs::remove_dir_all(meta_root().join(&m.id))?;
-        println!("{what}");
+/// Removes container `id` (`force` kills a running one first).
+pub(crate) fn rm(id: &str, force: bool) -> Result<()> {
+    let m = load_meta(id).with_context(|| format!("no such container: {id:?}"))?;
+    match Container::load(runtime_root(), &m.id) {
+        Ok(c) => c
+            .delete(force)
+            .map_err(|e| anyhow::anyhow!("{e}; `vmctl rm -f` kills it first"))?,
+        Err(runtime::Error::NotFound { .. }) => {}
+        Err(e) => return Err(e.into()),
     }
-    Ok(0)
+    m.detach();
+    std::fs::remove_dir_all(meta_root().join(&m.id))?;
+    Ok(())
 }
 
 pub fn exec(args: ExecArgs) -> Result<i32> {
@@ -520,6 +512,7 @@ pub fn exec(args: ExecArgs) -> Result<i32> {
     let mut p: Process = c.spec()?.process().clone().unwrap_or_default();
     p.set_args(Some(args.command.clone()));
     p.set_terminal(Some(args.tty));
+    set_console_size(&mut p);
     let mut env = p.env().clone().unwrap_or_default();
     env.extend(args.env.iter().cloned());
     p.set_env(Some(env));
@@ -548,7 +541,7 @@ pub fn exec(args: ExecArgs) -> Result<i32> {
         Some(sock) => Some(proxy_tty(runtime::console::recv_fd(sock.as_fd())?)?),
         None => None,
     };
-    wait_forwarding(pid, &mask, |sig| {
+    wait_forwarding(pid, &mask, _raw.as_ref(), |sig| {
         // SAFETY: kill(2) with integers.
         unsafe { libc::kill(pid, sig) };
     })

@@ -4,12 +4,17 @@
 mod bench;
 mod cli;
 mod container;
+mod detach;
+mod guestvm;
 mod hosted;
 mod images;
 mod microvm;
+mod ps;
 mod vm;
+mod vmnet;
 mod vms;
 mod vmspec;
+mod volumes;
 
 use clap::Parser;
 
@@ -44,17 +49,18 @@ fn dispatch(cmd: cli::Command) -> anyhow::Result<i32> {
         Command::Run(args) => match (args.kernel.is_some(), args.isolation) {
             (true, _) => vm::run_kernel(args),
             (false, Isolation::Container) => container::run(args),
-            (false, Isolation::Hosted) => hosted::run(args),
-            (false, Isolation::Microvm) => microvm::run(args),
+            (false, Isolation::Hosted) => guestvm::run_level(args, hosted::run_vm),
+            (false, Isolation::Microvm) => guestvm::run_level(args, microvm::run_vm),
         },
         Command::Images(store) => images::list(&store),
         Command::Image(cmd) => images::image(cmd),
-        Command::Ps { all, quiet } => container::ps(all, quiet),
-        Command::Logs { follow, container } => container::logs(&container, follow),
-        Command::Stop { time, containers } => container::stop(&containers, time),
-        Command::Rm { force, containers } => container::rm(&containers, force),
+        Command::Ps { all, quiet } => ps::ps(all, quiet),
+        Command::Logs { follow, container } => ps::logs(&container, follow),
+        Command::Stop { time, containers } => ps::stop(&containers, time),
+        Command::Rm { force, containers } => ps::rm(&containers, force),
         Command::Exec(args) => container::exec(args),
         Command::Vm(cmd) => vms::dispatch(cmd),
         Command::Bench(args) => bench::run(args),
+        Command::Vmm { api_sock, id } => microvm::serve_vmm(api_sock, id),
     }
 }

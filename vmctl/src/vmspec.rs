@@ -46,7 +46,8 @@ pub fn parse_mem_mib(s: &str) -> anyhow::Result<u64> {
     Ok(n.saturating_mul(mult_kib) / 1024)
 }
 
-fn path_str(p: &Path) -> anyhow::Result<String> {
+/// A path as the API's UTF-8 string, or an error naming it.
+pub(crate) fn path_str(p: &Path) -> anyhow::Result<String> {
     p.to_str()
         .map(str::to_owned)
         .with_context(|| format!("{}: paths must be UTF-8 for the VMM API", p.display()))

@@ -22,10 +22,12 @@ pub(super) fn block_signals() -> Result<nix::sys::signal::SigSet> {
     Ok(set)
 }
 
-/// Waits for `pid`, handing other signals to `forward`; returns the docker-style exit code.
+/// Waits for `pid`, handing other signals to `forward` (SIGWINCH resizes `tty`); returns the
+/// docker-style exit code.
 pub(super) fn wait_forwarding(
     pid: i32,
     set: &nix::sys::signal::SigSet,
+    tty: Option<&TermGuard>,
     forward: impl Fn(i32),
 ) -> Result<i32> {
     use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
@@ -37,14 +39,19 @@ pub(super) fn wait_forwarding(
         }
         match set.wait()? {
             nix::sys::signal::Signal::SIGCHLD => {}
-            nix::sys::signal::Signal::SIGWINCH => {}
+            nix::sys::signal::Signal::SIGWINCH => {
+                if let Some(t) = tty {
+                    t.sync_size();
+                }
+            }
             s => forward(s as i32),
         }
     }
 }
 
-/// Raw mode on our terminal (restored on drop) and two copy threads between it and `master`.
-pub(super) fn proxy_tty(master: OwnedFd) -> Result<TermGuard> {
+/// Raw mode on our stdin when it is a terminal (restored when the guard drops); a no-op
+/// guard otherwise. VM-backed `-it` runs use it around their session.
+pub(crate) fn raw_stdin() -> TermGuard {
     use nix::sys::termios::{cfmakeraw, tcgetattr, tcsetattr, SetArg};
     let stdin = std::io::stdin();
     let saved = tcgetattr(stdin.as_fd()).ok();
@@ -52,14 +59,18 @@ pub(super) fn proxy_tty(master: OwnedFd) -> Result<TermGuard> {
         let mut raw = t.clone();
         cfmakeraw(&mut raw);
         let _ = tcsetattr(stdin.as_fd(), SetArg::TCSANOW, &raw);
-        // SAFETY: TIOCGWINSZ/TIOCSWINSZ with a winsize that lives across both calls.
-        unsafe {
-            let mut ws: libc::winsize = std::mem::zeroed();
-            if libc::ioctl(stdin.as_raw_fd(), libc::TIOCGWINSZ, &mut ws) == 0 {
-                libc::ioctl(master.as_raw_fd(), libc::TIOCSWINSZ, &ws);
-            }
-        }
     }
+    TermGuard {
+        saved,
+        master: None,
+    }
+}
+
+/// Raw mode on our terminal (restored on drop) and two copy threads between it and `master`.
+pub(super) fn proxy_tty(master: OwnedFd) -> Result<TermGuard> {
+    let mut guard = raw_stdin();
+    guard.master = Some(master.try_clone()?);
+    guard.sync_size();
     let mut m_in = std::fs::File::from(master.try_clone()?);
     let mut m_out = std::fs::File::from(master);
     std::thread::spawn(move || {
@@ -78,15 +89,33 @@ pub(super) fn proxy_tty(master: OwnedFd) -> Result<TermGuard> {
             }
         }
     });
-    Ok(TermGuard(saved))
+    Ok(guard)
 }
 
 /// Restores our terminal's mode when dropped.
-pub(super) struct TermGuard(Option<nix::sys::termios::Termios>);
+pub(crate) struct TermGuard {
+    saved: Option<nix::sys::termios::Termios>,
+    /// The container's pty master, whose size follows ours.
+    master: Option<OwnedFd>,
+}
+
+impl TermGuard {
+    /// Copies our terminal's size to the container's pty (when both exist).
+    pub(super) fn sync_size(&self) {
+        let Some(m) = &self.master else { return };
+        // SAFETY: TIOCGWINSZ/TIOCSWINSZ with a winsize that lives across both calls.
+        unsafe {
+            let mut ws: libc::winsize = std::mem::zeroed();
+            if libc::ioctl(std::io::stdin().as_raw_fd(), libc::TIOCGWINSZ, &mut ws) == 0 {
+                libc::ioctl(m.as_raw_fd(), libc::TIOCSWINSZ, &ws);
+            }
+        }
+    }
+}
 
 impl Drop for TermGuard {
     fn drop(&mut self) {
-        if let Some(t) = &self.0 {
+        if let Some(t) = &self.saved {
             let _ = nix::sys::termios::tcsetattr(
                 std::io::stdin().as_fd(),
                 nix::sys::termios::SetArg::TCSANOW,
