@@ -15,4 +15,8 @@ suite!(
     stdin_is_forwarded,
     missing_command_fails_like_docker,
     signal_forwarding_and_teardown,
+    detach_logs_stop_rm,
+    rm_force_of_a_running_one,
+    tty_without_a_host_terminal,
+    interactive_tty_under_a_pty,
 );

@@ -22,6 +22,12 @@ suite!(
     stdin_is_forwarded,
     missing_command_fails_like_docker,
     signal_forwarding_and_teardown,
+    detach_logs_stop_rm,
+    rm_force_of_a_running_one,
+    killed_supervisor_is_dead_and_removable,
+    unknown_and_ambiguous_names,
+    tty_without_a_host_terminal,
+    interactive_tty_under_a_pty,
 );
 
 /// Runs a hosted `true` with extra environment; returns (status code, stderr, records left).
@@ -98,4 +104,47 @@ fn guest_that_never_answers_times_out_and_is_torn_down() {
         start.elapsed()
     );
     assert_eq!(left, 0);
+}
+
+#[test]
+fn error_after_detaching_lands_in_the_record_and_log() {
+    // The guest never answers (the agent listens on vsock): `run -d` has already returned the
+    // id when the boot times out; ps -a shows the run exited, logs shows why.
+    let name = isolation_common::unique_name("late-error");
+    let _c = isolation_common::Cleanup(name.clone());
+    let out = std::process::Command::new(vmctl_tests::vmctl_bin::path())
+        .args(["run", "-d", "--isolation", "hosted", "--network", "none"])
+        .args(["--name", &name, "--", "true"])
+        .env("VMCTL_GUEST_CMDLINE", "vmctl.transport=vsock")
+        .env("VMCTL_BOOT_TIMEOUT", "5")
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let id = text(&out.stdout).trim().to_string();
+    let dir = std::path::Path::new("/run/vmctl/vms").join(&id);
+    assert!(
+        dir.join("state.json").exists(),
+        "no record {}",
+        dir.display()
+    );
+    let end = std::time::Instant::now() + Duration::from_secs(60);
+    let line = loop {
+        let line = isolation_common::ps_line(true, &name).expect("ps -a lists it");
+        if line.contains("Exited") {
+            break line;
+        }
+        assert!(std::time::Instant::now() < end, "still: {line}");
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    assert!(isolation_common::ps_line(false, &name).is_none(), "{line}");
+    let logs = text(&isolation_common::vmctl(&["logs", &name]).stdout);
+    assert!(
+        logs.contains("did not answer the hello within") && logs.contains("VM was stopped"),
+        "{logs}"
+    );
+    assert!(
+        isolation_common::processes_mentioning(&dir.display().to_string()).is_empty(),
+        "QEMU left running"
+    );
 }

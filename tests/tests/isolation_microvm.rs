@@ -5,7 +5,9 @@
 //!   and --memory (VM sizing plus the container's cgroup limit must be set up; the OOM kill
 //!   itself is checked by the hosted suite, same agent code);
 //! - `signal_forwarding_and_teardown`: SIGTERM reaches the workload, the guest shuts down,
-//!   no VMM process, record, socket or temp file is left.
+//!   no VMM process, record, socket or temp file is left;
+//! - `detach_logs_stop_rm`: `run -d`, `ps` (ISOLATION microvm), `logs -f`, `stop` (SIGTERM
+//!   through the agent, guest and VMM gone), `ps -a` (Exited), `rm`, in one boot.
 //!
 //! What the hosted suite covers beyond this (OOM kill, --rm, binary output, bad input,
 //! protocol mismatch, boot timeout) runs the same agent and host code over another transport.
@@ -14,7 +16,11 @@ mod isolation_common;
 
 use isolation_common::{run_with, text, Level};
 
-suite!(Level::Microvm, signal_forwarding_and_teardown);
+suite!(
+    Level::Microvm,
+    signal_forwarding_and_teardown,
+    detach_logs_stop_rm
+);
 
 #[test]
 fn features_in_one_boot() {

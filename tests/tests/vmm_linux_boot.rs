@@ -1,5 +1,6 @@
-//! Boots the project's real guest kernel (PVH vmlinux + test initramfs) on vmctl's VMM with 2
-//! vCPUs, through the `vmctl` binary. Skipped, with the reason printed, when the kernel has not
+//! Boots the project's real guest kernel (test initramfs) on vmctl's VMM with 2 vCPUs, through
+//! the `vmctl` binary: once as the PVH vmlinux (reboot), once as the bzImage the same build makes
+//! (power-off), so both boot paths run. Skipped, with the reason printed, when the kernel has not
 //! been built (scripts/build-kernel.sh, scripts/build-initramfs.sh). On nested PVM KVM each boot
 //! takes tens of seconds of wall time.
 
@@ -19,15 +20,34 @@ struct Boot {
     ready_after: Option<Duration>,
 }
 
+/// Which image of the kernel build to boot.
+#[derive(Clone, Copy)]
+enum Format {
+    /// `vmlinux`: ELF with the PVH note.
+    Pvh,
+    /// `bzImage` next to it: the 64-bit boot protocol (setup header, compressed payload).
+    BzImage,
+}
+
 /// Runs `vmctl run --kernel .. --initrd .. --vcpus 2 --cmdline extra`, timing the READY line.
-fn boot(extra: &str) -> Option<Boot> {
-    let (kernel, initrd) = match linux::artefacts() {
+fn boot(format: Format, extra: &str) -> Option<Boot> {
+    let (mut kernel, initrd) = match linux::artefacts() {
         Ok(a) => a,
         Err(why) => {
             eprintln!("SKIPPED: {why}");
             return None;
         }
     };
+    if let Format::BzImage = format {
+        kernel = kernel.with_file_name("bzImage");
+        if !kernel.exists() {
+            eprintln!(
+                "SKIPPED: {} not found (scripts/build-kernel.sh makes it)",
+                kernel.display()
+            );
+            return None;
+        }
+    }
     let start = Instant::now();
     let mut child = Command::new(vmctl_bin::path())
         .args(["run", "--vcpus", "2", "--memory", "128", "--kernel"])
@@ -99,7 +119,9 @@ fn report(name: &str, b: &Boot) {
 
 #[test]
 fn linux_boots_to_userspace_on_two_vcpus_and_reboots() {
-    let Some(b) = boot("") else { return };
+    let Some(b) = boot(Format::Pvh, "") else {
+        return;
+    };
     report("reboot", &b);
     assert_eq!(
         b.code,
@@ -122,8 +144,8 @@ fn linux_boots_to_userspace_on_two_vcpus_and_reboots() {
 }
 
 #[test]
-fn linux_poweroff_ends_the_vm() {
-    let Some(b) = boot("vmctl.halt=poweroff") else {
+fn linux_bzimage_boots_and_poweroff_ends_the_vm() {
+    let Some(b) = boot(Format::BzImage, "vmctl.halt=poweroff") else {
         return;
     };
     report("poweroff", &b);
@@ -135,6 +157,11 @@ fn linux_poweroff_ends_the_vm() {
         b.stderr
     );
     assert!(b.stdout.contains(READY), "stdout:\n{}", b.stdout);
+    assert!(
+        b.stdout.contains(" cpus=2"),
+        "guest did not bring up 2 CPUs:\n{}",
+        b.stdout
+    );
     assert!(
         b.stdout.contains("System halted") || b.stdout.contains("reboot: "),
         "{}",

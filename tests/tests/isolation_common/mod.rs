@@ -12,6 +12,10 @@ use std::time::{Duration, Instant};
 
 use vmctl_tests::vmctl_bin;
 
+mod lifecycle;
+#[allow(unused_imports)] // not every test file uses every case
+pub use lifecycle::*;
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Level {
     Container,
