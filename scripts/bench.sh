@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# CI-friendly `vmctl bench`: few iterations, bounded time. Builds vmctl (and vmctl-runtime when
-# the runtime crate provides it), then measures containers, microVMs, hosted VMs, memory and
+# CI-friendly `vmctl bench`: few iterations, bounded time. Builds vmctl, vmctl-runtime and
+# vmctl-vmm, then measures containers, microVMs, hosted VMs, memory and
 # density side by side and writes bench.json + bench.svg under $BENCH_OUT.
 #
 # usage: scripts/bench.sh [extra vmctl bench options, e.g. --compare old.json]
@@ -24,13 +24,9 @@ PROFILE=${PROFILE:-debug}
 flags=()
 [ "$PROFILE" = release ] && flags=(--release)
 stage "building vmctl ($PROFILE)"
-# One cargo invocation, so vmctl and vmctl-runtime share one feature resolution (no rebuilds).
-if [ -f runtime/src/bin/vmctl-runtime.rs ]; then
-  cargo build "${flags[@]}" --quiet -p vmctl -p runtime --bins
-else
-  log "vmctl-runtime not in this tree yet: our container runtime is skipped"
-  cargo build "${flags[@]}" --quiet -p vmctl
-fi
+# One cargo invocation, so vmctl, vmctl-runtime and vmctl-vmm (the microVM's VMM, measured
+# standalone) share one feature resolution (no rebuilds).
+cargo build "${flags[@]}" --quiet -p vmctl -p runtime -p vmm --bins
 
 # The guest kernel and initramfs come from the cache (scripts/setup.sh builds them) or from
 # $VMCTL_KERNEL / $VMCTL_INITRD; without them the VM levels are skipped with a line saying so.

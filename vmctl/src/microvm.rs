@@ -108,6 +108,14 @@ pub fn serve_vmm(api_sock: PathBuf, id: String) -> anyhow::Result<i32> {
     Ok(api::runner::run_vmm(opts, backend)?)
 }
 
+/// The standalone `vmctl-vmm` installed next to the vmctl at `exe`, if there is one: a smaller
+/// binary than vmctl, so less resident text per VM (docs/bench.md); without it the microVM
+/// runs vmctl's hidden `vmm` subcommand, the same code.
+pub(crate) fn standalone_vmm(exe: &Path) -> Option<PathBuf> {
+    let vmm = exe.with_file_name("vmctl-vmm");
+    vmm.is_file().then_some(vmm)
+}
+
 /// The host files of a microVM.
 struct Parts<'a> {
     kernel: &'a Path,
@@ -170,16 +178,13 @@ impl Microvm {
         let log = std::fs::File::create(&console)
             .with_context(|| format!("create {}", console.display()))?;
         let exe = std::env::current_exe().context("find the vmctl executable")?;
-        // The standalone `vmctl-vmm` (installed next to vmctl) when there is one: a smaller
-        // binary, so less resident text per VM (3.7 vs ~6 MiB RSS overhead, docs/bench.md);
-        // else this binary's hidden `vmm` subcommand, the same code.
-        let standalone = exe.with_file_name("vmctl-vmm");
-        let mut cmd = if standalone.is_file() {
-            Command::new(standalone)
-        } else {
-            let mut c = Command::new(exe);
-            c.arg("vmm");
-            c
+        let mut cmd = match standalone_vmm(&exe) {
+            Some(vmm) => Command::new(vmm),
+            None => {
+                let mut c = Command::new(exe);
+                c.arg("vmm");
+                c
+            }
         };
         cmd.arg("--api-sock")
             .arg(&api_sock)

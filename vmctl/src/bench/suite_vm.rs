@@ -16,15 +16,11 @@ impl Suite<'_> {
         let mut v = Vec::new();
         let kvm = Path::new("/dev/kvm").exists();
         if kvm {
-            v.push((
-                "microvm",
-                "vmctl-vmm".into(),
-                Vmm::Ours(self.vmctl.clone(), None),
-            ));
+            let ours = Vmm::ours(&self.vmctl, None);
+            v.push(("microvm", ours.name(), ours));
             for mem in &self.args.vmm_mem {
-                let name = format!("vmctl-vmm (mem={mem})");
-                let vmm = Vmm::Ours(self.vmctl.clone(), Some(mem.clone()));
-                v.push(("microvm", name, vmm));
+                let vmm = Vmm::ours(&self.vmctl, Some(mem.clone()));
+                v.push(("microvm", vmm.name(), vmm));
             }
         }
         if let Some(q) = &self.qemu {
@@ -34,7 +30,7 @@ impl Suite<'_> {
                         path: q.clone(),
                         accel,
                     };
-                    v.push(("hosted", format!("qemu-{accel}"), vmm));
+                    v.push(("hosted", vmm.name(), vmm));
                 }
             }
         }

@@ -1,6 +1,8 @@
-//! VM levels: boots of the same kernel and initramfs on vmctl's VMM (`vmctl run --kernel`) and
-//! on QEMU `-M microvm` (KVM and TCG), timed from process start to the guest's boot marker, to
-//! the kernel's "Run /init" line and to the first workload output (`VMCTL-GUEST-READY`).
+//! VM levels: boots of the same kernel and initramfs on vmctl's VMM (the standalone
+//! `vmctl-vmm --no-api --config-file`, what `--isolation microvm` runs, or `vmctl run
+//! --kernel` where vmctl-vmm is not installed next to vmctl) and on QEMU `-M microvm` (KVM and
+//! TCG), timed from process start to the guest's boot marker, to the kernel's "Run /init" line
+//! and to the first workload output (`VMCTL-GUEST-READY`).
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -25,9 +27,14 @@ const IO_SHELL_WAIT: Duration = Duration::from_secs(300);
 /// Which VMM boots the guest.
 #[derive(Clone, Debug)]
 pub enum Vmm {
-    /// `vmctl run --kernel`: this binary, with `VMCTL_GUEST_MEM` set to the second field
-    /// when given (guest RAM backing: thp, prefault).
-    Ours(PathBuf, Option<String>),
+    /// Ours: `vmctl-vmm --no-api --config-file` when `standalone`, else `vmctl run --kernel`
+    /// (`exe` is that binary); `VMCTL_GUEST_MEM` set to `mem` when given (guest RAM backing:
+    /// thp, prefault).
+    Ours {
+        exe: PathBuf,
+        standalone: bool,
+        mem: Option<String>,
+    },
     /// `qemu-system-x86_64 -M microvm -accel ACCEL`.
     Qemu { path: PathBuf, accel: &'static str },
 }
@@ -73,10 +80,66 @@ pub struct BootSample {
 }
 
 impl Vmm {
-    fn command(&self, g: &Guest) -> Command {
+    /// Ours for `vmctl` at `vmctl`: the standalone VMM installed next to it when there is one.
+    pub fn ours(vmctl: &Path, mem: Option<String>) -> Vmm {
+        match crate::microvm::standalone_vmm(vmctl) {
+            Some(exe) => Vmm::Ours {
+                exe,
+                standalone: true,
+                mem,
+            },
+            None => Vmm::Ours {
+                exe: vmctl.to_path_buf(),
+                standalone: false,
+                mem,
+            },
+        }
+    }
+
+    /// The subject's name in the report.
+    pub fn name(&self) -> String {
         match self {
-            Vmm::Ours(vmctl, mem) => {
-                let mut c = Command::new(vmctl);
+            Vmm::Ours {
+                standalone, mem, ..
+            } => {
+                let base = if *standalone {
+                    "vmctl-vmm"
+                } else {
+                    "vmctl run --kernel"
+                };
+                match mem {
+                    Some(m) => format!("{base} (mem={m})"),
+                    None => base.to_string(),
+                }
+            }
+            Vmm::Qemu { accel, .. } => format!("qemu-{accel}"),
+        }
+    }
+
+    /// The command that boots `g`, and the directory holding its configuration file (kept
+    /// until the VMM has exited).
+    fn command(&self, g: &Guest) -> anyhow::Result<(Command, Option<tempfile::TempDir>)> {
+        Ok(match self {
+            Vmm::Ours {
+                exe,
+                standalone: true,
+                mem,
+            } => {
+                let dir = tempfile::Builder::new()
+                    .prefix("vmctl-bench-vmm-")
+                    .tempdir()?;
+                let cfg = dir.path().join("config.json");
+                std::fs::write(&cfg, serde_json::to_vec(&vmm_config(g)?)?)
+                    .with_context(|| format!("write {}", cfg.display()))?;
+                let mut c = Command::new(exe);
+                if let Some(m) = mem {
+                    c.env(vmm::vstate::memory::BACKING_ENV, m);
+                }
+                c.arg("--no-api").arg("--config-file").arg(&cfg);
+                (c, Some(dir))
+            }
+            Vmm::Ours { exe, mem, .. } => {
+                let mut c = Command::new(exe);
                 if let Some(m) = mem {
                     c.env(vmm::vstate::memory::BACKING_ENV, m);
                 }
@@ -90,7 +153,7 @@ impl Vmm {
                 if let Some(d) = &g.disk {
                     c.arg("--disk").arg(d);
                 }
-                c
+                (c, None)
             }
             Vmm::Qemu { path, accel } => {
                 let mut c = Command::new(path);
@@ -120,10 +183,33 @@ impl Vmm {
                     let drive = format!("id=d0,file={},format=raw,if=none", d.display());
                     c.args(["-drive", &drive, "-device", "virtio-blk-device,drive=d0"]);
                 }
-                c
+                (c, None)
             }
-        }
+        })
     }
+}
+
+/// The `vmctl-vmm --config-file` configuration for `g`: the same flags-to-API conversion
+/// `vmctl run --kernel` uses.
+fn vmm_config(g: &Guest) -> anyhow::Result<api::VmResources> {
+    let disks = g.disk.iter().map(|d| devices::virtio::block::BlockConfig {
+        path: d.clone(),
+        read_only: false,
+        id: "disk0".into(),
+        rate_limiter: None,
+        root: false,
+    });
+    crate::vmspec::VmFlags {
+        kernel: g.kernel.clone(),
+        initrd: Some(g.initrd.clone()),
+        cmdline: Some(GUEST_ARGS.into()),
+        vcpus: 1,
+        memory: Some(g.mem_mib.to_string()),
+        disks: disks.collect(),
+        nets: Vec::new(),
+        vsock: None,
+    }
+    .build_resources()
 }
 
 /// Boots `guest` on `vmm` once, until the ready line; with `mem`, waits until the guest idles
@@ -132,7 +218,7 @@ impl Vmm {
 pub fn boot_once(vmm: &Vmm, g: &Guest, mem: bool, io: bool) -> anyhow::Result<BootSample> {
     let io = io && g.disk.is_some();
     let shell_wait = if io { IO_SHELL_WAIT } else { SHELL_WAIT };
-    let mut cmd = vmm.command(g);
+    let (mut cmd, _cfg_dir) = vmm.command(g)?;
     cmd.stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
@@ -235,6 +321,7 @@ pub fn boot_once(vmm: &Vmm, g: &Guest, mem: bool, io: bool) -> anyhow::Result<Bo
 pub struct IdleVm {
     child: std::process::Child,
     _stdin: Option<std::process::ChildStdin>,
+    _cfg_dir: Option<tempfile::TempDir>,
 }
 
 impl Drop for IdleVm {
@@ -245,7 +332,7 @@ impl Drop for IdleVm {
 
 /// Starts a VM and returns once its guest printed the ready line, or fails at `deadline`.
 pub fn start_idle(vmm: &Vmm, g: &Guest, deadline: Instant) -> anyhow::Result<IdleVm> {
-    let mut cmd = vmm.command(g);
+    let (mut cmd, cfg_dir) = vmm.command(g)?;
     cmd.stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
@@ -255,6 +342,7 @@ pub fn start_idle(vmm: &Vmm, g: &Guest, deadline: Instant) -> anyhow::Result<Idl
     let mut vm = IdleVm {
         child,
         _stdin: stdin,
+        _cfg_dir: cfg_dir,
     };
     let mut open_streams = 2;
     loop {
