@@ -3,7 +3,8 @@
 //! the guest kernel and agent initramfs, the VM record, and the timeouts.
 
 use std::path::{Path, PathBuf};
-use std::time::Duration;
+use std::process::Child;
+use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 use guest::client::Client;
@@ -374,6 +375,39 @@ pub(crate) trait GuestVm {
     fn connect(&mut self, timeout: Duration) -> anyhow::Result<Client>;
     /// Ends the VM (after the guest's own shutdown, or by force) and removes what it made.
     fn teardown(&mut self);
+}
+
+/// Gives the guest its network configuration when the VM has a NIC, allowing the agent what
+/// is left until `deadline` but at least `floor` (interface set-up is guest ring-0 work).
+pub(crate) fn configure_network(
+    client: &Client,
+    net: Option<&VmNet>,
+    deadline: Instant,
+    floor: Duration,
+) -> anyhow::Result<()> {
+    if let Some(n) = net {
+        let left = deadline.saturating_duration_since(Instant::now());
+        client
+            .network(n.guest_config(), left.max(floor))
+            .context("configure the guest's network")?;
+    }
+    Ok(())
+}
+
+/// Waits up to `grace` for the VMM process to end by itself (the guest shut down), then
+/// kills it; either way it is reaped.
+pub(crate) fn reap_or_kill(child: &mut Child, grace: Duration) {
+    let end = Instant::now() + grace;
+    while Instant::now() < end {
+        if let Ok(Some(_)) = child.try_wait() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    if !matches!(child.try_wait(), Ok(Some(_))) {
+        let _ = child.kill();
+        let _ = child.wait();
+    }
 }
 
 /// How long a level waits for what.

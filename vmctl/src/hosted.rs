@@ -14,8 +14,8 @@ use guest::session::Timeouts;
 
 use crate::cli::RunArgs;
 use crate::guestvm::{
-    boot_timeout, finish_record, prepare, protocol_version, supervise, vm_cpus, vm_mib, GuestVm,
-    Prepared, Waits,
+    boot_timeout, configure_network, finish_record, prepare, protocol_version, reap_or_kill,
+    supervise, vm_cpus, vm_mib, GuestVm, Prepared, Waits,
 };
 use crate::vmnet::VmNet;
 use crate::volumes::HostDisk;
@@ -87,21 +87,6 @@ pub(crate) fn run_vm(args: RunArgs, notify: &crate::detach::Notify) -> anyhow::R
         shutdown: Duration::from_secs(5),
     };
     supervise(&mut vm, rec, spec, &signals, notify, args.rm, waits)
-}
-
-impl GuestVm for Qemu {
-    fn vmm_pid(&self) -> i32 {
-        self.child.id() as i32
-    }
-    fn console(&self) -> &Path {
-        &self.console
-    }
-    fn connect(&mut self, timeout: Duration) -> anyhow::Result<Client> {
-        Qemu::connect(self, timeout)
-    }
-    fn teardown(&mut self) {
-        Qemu::teardown(self)
-    }
 }
 
 /// A running QEMU.
@@ -226,6 +211,22 @@ impl Qemu {
         })
     }
 
+    fn stderr(&mut self) -> String {
+        let mut s = String::new();
+        if let Some(e) = self.child.stderr.as_mut() {
+            let _ = std::io::Read::read_to_string(e, &mut s);
+        }
+        s.trim().to_string()
+    }
+}
+
+impl GuestVm for Qemu {
+    fn vmm_pid(&self) -> i32 {
+        self.child.id() as i32
+    }
+    fn console(&self) -> &Path {
+        &self.console
+    }
     /// Waits for the agent socket and the agent's hello.
     fn connect(&mut self, timeout: Duration) -> anyhow::Result<Client> {
         let deadline = Instant::now() + timeout;
@@ -256,36 +257,18 @@ impl Qemu {
                 Ok(Some(st)) => anyhow::anyhow!("{e} (QEMU exited: {st})"),
                 _ => anyhow::Error::new(e),
             })?;
-        if let Some(n) = &self.net {
-            let left = deadline.saturating_duration_since(Instant::now());
-            client
-                .network(n.guest_config(), left.max(Duration::from_secs(10)))
-                .context("configure the guest's network")?;
-        }
+        configure_network(
+            &client,
+            self.net.as_ref(),
+            deadline,
+            Duration::from_secs(10),
+        )?;
         Ok(client)
-    }
-
-    fn stderr(&mut self) -> String {
-        let mut s = String::new();
-        if let Some(e) = self.child.stderr.as_mut() {
-            let _ = std::io::Read::read_to_string(e, &mut s);
-        }
-        s.trim().to_string()
     }
 
     /// Waits briefly for the guest's own power-off, then kills QEMU and releases the NIC.
     fn teardown(&mut self) {
-        let end = Instant::now() + Duration::from_secs(5);
-        while Instant::now() < end {
-            if let Ok(Some(_)) = self.child.try_wait() {
-                break;
-            }
-            std::thread::sleep(Duration::from_millis(10));
-        }
-        if !matches!(self.child.try_wait(), Ok(Some(_))) {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
+        reap_or_kill(&mut self.child, Duration::from_secs(5));
         drop(self.net.take());
     }
 }

@@ -25,8 +25,8 @@ use guest::session::Timeouts;
 
 use crate::cli::RunArgs;
 use crate::guestvm::{
-    boot_timeout, console_tail, finish_record, prepare, protocol_version, supervise, vm_cpus,
-    vm_mib, GuestVm, Prepared, Waits,
+    boot_timeout, configure_network, console_tail, finish_record, prepare, protocol_version,
+    reap_or_kill, supervise, vm_cpus, vm_mib, GuestVm, Prepared, Waits,
 };
 use crate::vmnet::VmNet;
 use crate::vmspec::path_str;
@@ -77,21 +77,6 @@ pub(crate) fn run_vm(args: RunArgs, notify: &crate::detach::Notify) -> anyhow::R
         shutdown: Duration::from_secs(10),
     };
     supervise(&mut vm, rec, spec, &signals, notify, args.rm, waits)
-}
-
-impl GuestVm for Microvm {
-    fn vmm_pid(&self) -> i32 {
-        self.child.id() as i32
-    }
-    fn console(&self) -> &Path {
-        &self.console
-    }
-    fn connect(&mut self, timeout: Duration) -> anyhow::Result<Client> {
-        Microvm::connect(self, timeout)
-    }
-    fn teardown(&mut self) {
-        Microvm::teardown(self)
-    }
 }
 
 /// The VMM process of `--isolation microvm` (hidden `vmctl vmm`): a bare VMM serving the
@@ -311,6 +296,30 @@ impl Microvm {
         self.cleanup();
     }
 
+    /// Removes the sockets and releases the NIC (the VMM is gone).
+    fn cleanup(&mut self) {
+        drop(self.net.take());
+        let _ = std::fs::remove_file(&self.api_sock);
+        let _ = std::fs::remove_file(&self.uds);
+        // Per-port sockets the VMM made for guest-initiated connections: `<uds>_<port>`.
+        if let (Some(dir), Some(name)) = (self.uds.parent(), self.uds.file_name()) {
+            let prefix = format!("{}_", name.to_string_lossy());
+            for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+                if e.file_name().to_string_lossy().starts_with(&prefix) {
+                    let _ = std::fs::remove_file(e.path());
+                }
+            }
+        }
+    }
+}
+
+impl GuestVm for Microvm {
+    fn vmm_pid(&self) -> i32 {
+        self.child.id() as i32
+    }
+    fn console(&self) -> &Path {
+        &self.console
+    }
     /// Connects to the agent through the VMM's vsock socket, retrying until the agent
     /// listens, and says hello.
     fn connect(&mut self, timeout: Duration) -> anyhow::Result<Client> {
@@ -340,45 +349,19 @@ impl Microvm {
             };
             let left = deadline.saturating_duration_since(Instant::now());
             let client = Client::handshake_version(stream, left, protocol_version())?;
-            if let Some(n) = &self.net {
-                let left = deadline.saturating_duration_since(Instant::now());
-                client
-                    .network(n.guest_config(), left.max(Duration::from_secs(30)))
-                    .context("configure the guest's network")?;
-            }
+            configure_network(
+                &client,
+                self.net.as_ref(),
+                deadline,
+                Duration::from_secs(30),
+            )?;
             return Ok(client);
         }
     }
 
     /// Waits for the guest's own reset, then kills the VMM.
     fn teardown(&mut self) {
-        let end = Instant::now() + Duration::from_secs(10);
-        while Instant::now() < end {
-            if let Ok(Some(_)) = self.child.try_wait() {
-                break;
-            }
-            std::thread::sleep(Duration::from_millis(10));
-        }
-        if !matches!(self.child.try_wait(), Ok(Some(_))) {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
+        reap_or_kill(&mut self.child, Duration::from_secs(10));
         self.cleanup();
-    }
-
-    /// Removes the sockets and releases the NIC (the VMM is gone).
-    fn cleanup(&mut self) {
-        drop(self.net.take());
-        let _ = std::fs::remove_file(&self.api_sock);
-        let _ = std::fs::remove_file(&self.uds);
-        // Per-port sockets the VMM made for guest-initiated connections: `<uds>_<port>`.
-        if let (Some(dir), Some(name)) = (self.uds.parent(), self.uds.file_name()) {
-            let prefix = format!("{}_", name.to_string_lossy());
-            for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
-                if e.file_name().to_string_lossy().starts_with(&prefix) {
-                    let _ = std::fs::remove_file(e.path());
-                }
-            }
-        }
     }
 }
