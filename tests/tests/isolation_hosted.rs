@@ -19,6 +19,7 @@ suite!(
     user_by_name,
     memory_limit,
     files_do_not_persist_after_rm,
+    network_none_sees_only_loopback,
     stdin_is_forwarded,
     missing_command_fails_like_docker,
     signal_forwarding_and_teardown,

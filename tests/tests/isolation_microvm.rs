@@ -2,8 +2,8 @@
 //! is emulated on nested-PVM hosts), so this is a documented subset that covers every feature
 //! once, sharing boots:
 //! - `features_in_one_boot`: stdout, stderr, exit code, env, working dir, numeric user, stdin,
-//!   and --memory (VM sizing plus the container's cgroup limit must be set up; the OOM kill
-//!   itself is checked by the hosted suite, same agent code);
+//!   `--network none` (loopback only), and --memory (VM sizing plus the container's cgroup
+//!   limit must be set up; the OOM kill itself is checked by the hosted suite, same agent code);
 //! - `signal_forwarding_and_teardown`: SIGTERM reaches the workload, the guest shuts down,
 //!   no VMM process, record, socket or temp file is left;
 //! - `detach_logs_stop_rm`: `run -d`, `ps` (ISOLATION microvm), `logs -f`, `stop` (SIGTERM
@@ -14,7 +14,7 @@
 
 mod isolation_common;
 
-use isolation_common::{run_with, text, Level};
+use isolation_common::{run_with, text, Level, LIST_INTERFACES};
 
 suite!(
     Level::Microvm,
@@ -24,7 +24,9 @@ suite!(
 
 #[test]
 fn features_in_one_boot() {
-    let script = "cat; echo \"$GREETING\"; pwd; id -u; id -g; echo to-stderr >&2; exit 3";
+    let script = format!(
+        "cat; echo \"$GREETING\"; pwd; id -u; id -g; {LIST_INTERFACES}; echo to-stderr >&2; exit 3"
+    );
     let out = run_with(
         Level::Microvm,
         &[
@@ -38,13 +40,13 @@ fn features_in_one_boot() {
             "-m",
             "40m",
         ],
-        &["sh", "-c", script],
+        &["sh", "-c", &script],
         Some(b"from stdin\n"),
     );
     assert_eq!(text(&out.stderr), "to-stderr\n");
     assert_eq!(
         text(&out.stdout),
-        "from stdin\nhello world\n/etc\n65534\n65534\n"
+        "from stdin\nhello world\n/etc\n65534\n65534\nlo\n"
     );
     assert_eq!(out.status.code(), Some(3));
 }

@@ -324,6 +324,17 @@ pub fn files_do_not_persist_after_rm(l: Level) {
     );
 }
 
+/// The shell command that lists the network interfaces the workload sees, one a line.
+pub const LIST_INTERFACES: &str = "tail -n +3 /proc/net/dev | cut -d: -f1 | tr -d ' '";
+
+/// `--network none`: the workload sees loopback and nothing else, at every level (in a VM
+/// the guest has no NIC then).
+pub fn network_none_sees_only_loopback(l: Level) {
+    let out = run(l, &[], &["sh", "-c", LIST_INTERFACES]);
+    assert_ok(&out);
+    assert_eq!(text(&out.stdout), "lo\n");
+}
+
 pub fn stdin_is_forwarded(l: Level) {
     let out = run_with(
         l,
