@@ -17,6 +17,7 @@ const T_FLUSH: u32 = 4;
 const T_GET_ID: u32 = 8;
 const F_RO: u64 = 1 << 5;
 const F_FLUSH: u64 = 1 << 9;
+const F_SEG_MAX: u64 = 1 << 2;
 const SEC: Duration = Duration::from_secs(5);
 
 fn image(sectors: u64) -> tempfile::NamedTempFile {
@@ -88,6 +89,10 @@ fn registers_identify_a_block_device_and_require_version_1() {
     assert!(d.negotiate(devices::virtio::VIRTIO_F_VERSION_1 | F_FLUSH));
     // Capacity in config space.
     assert_eq!(d.read_config(0, 8), 8u64.to_le_bytes());
+    // Multi-segment requests: seg_max (le32 at 12) is the queue size (256) less header and
+    // status, so a request always fits the ring.
+    assert_ne!(f & F_SEG_MAX, 0);
+    assert_eq!(d.read_config(12, 4), 254u32.to_le_bytes());
     // Status writes that skip a step are ignored.
     d.write32(0x70, 0);
     d.write32(0x70, status::DRIVER_OK);
