@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Builds the guest initramfs: the vmctl guest agent (statically linked, release) as /init in an
+# Builds the guest initramfs: the vmctl guest agent (static, size-optimised) as /init in an
 # uncompressed newc cpio (the guest kernel unpacks it without decompressing: cheap under
 # emulated ring 0). No root needed.
 #
@@ -48,10 +48,14 @@ fi
 mkdir -p "$CACHE"
 exec 9>"$CACHE/.lock"
 flock 9
-log "building the agent (release, static) ..."
-(cd "$ROOT" && RUSTFLAGS="-C target-feature=+crt-static" cargo build --quiet --release \
-  -p guest --bin vmctl-agent --target "$TARGET" --target-dir "$TARGET_DIR") >&2
-bin=$TARGET_DIR/$TARGET/release/vmctl-agent
+log "building the agent (profile agent: release, small; static) ..."
+# Static and non-PIE (no run-time relocations), with the size-optimised `agent` profile
+# (Cargo.toml): the guest kernel unpacks and pages in every byte under emulation on nested
+# hosts (4.0 instead of 6.8 MiB: about 2.5 s less to the boot marker there).
+(cd "$ROOT" && RUSTFLAGS="-C target-feature=+crt-static -C relocation-model=static" \
+  cargo build --quiet --profile agent -p guest --bin vmctl-agent \
+    --target "$TARGET" --target-dir "$TARGET_DIR") >&2
+bin=$TARGET_DIR/$TARGET/agent/vmctl-agent
 if file "$bin" 2>/dev/null | grep -q 'dynamically linked'; then
   echo "build-guest-image: $bin is not static" >&2
   exit 1
