@@ -158,3 +158,49 @@ fn bad_options_fail_with_the_value_and_the_choices() {
     assert!(!o.status.success());
     assert!(stderr.contains("/nonexistent/old.json"), "{stderr}");
 }
+
+/// crun (installed by scripts/setup.sh) is measured beside ours, also on a hybrid cgroup host
+/// like the build machines, which crun refuses as it is: there the runtimes see the unified
+/// hierarchy in a private mount namespace, and the run says so.
+#[test]
+fn crun_is_measured_on_this_host() {
+    if !Path::new("/usr/bin/crun").exists() {
+        eprintln!("crun not installed: nothing to check");
+        return;
+    }
+    let images = tempfile::tempdir().unwrap();
+    let out = tempfile::tempdir().unwrap();
+    let args = ["--levels", "container", "--peers", "crun", "--runs", "2"];
+    let o = bench(
+        images.path(),
+        &[&args[..], &["--out", out.path().to_str().unwrap()]].concat(),
+    );
+    let (stdout, stderr) = text(&o);
+    assert!(o.status.success(), "stdout: {stdout}\nstderr: {stderr}");
+    let j = json(&out.path().join("bench.json"));
+    let crun = j["series"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["subject"] == "crun" && s["metric"] == "start")
+        .unwrap_or_else(|| panic!("no crun start series: {stderr}"));
+    assert_eq!(crun["samples_ms"].as_array().unwrap().len(), 2);
+    let hybrid = !Path::new("/sys/fs/cgroup/cgroup.controllers").exists()
+        && Path::new("/sys/fs/cgroup/unified/cgroup.controllers").exists();
+    let view = j["settings"]["cgroup_view"].as_str();
+    assert_eq!(
+        view.is_some(),
+        hybrid,
+        "cgroup view {view:?} on a hybrid host: {hybrid}"
+    );
+    if hybrid {
+        assert!(
+            stdout.contains("Containers: hybrid cgroup host"),
+            "{stdout}"
+        );
+    }
+    // The view was the bench's own: the host's /sys/fs/cgroup is as it was.
+    if hybrid {
+        assert!(!Path::new("/sys/fs/cgroup/cgroup.controllers").exists());
+    }
+}

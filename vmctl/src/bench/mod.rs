@@ -4,6 +4,7 @@
 //! every raw sample and an SVG plot; prints a table and the targets.
 
 mod bundle;
+mod cgview;
 mod container;
 mod density;
 mod env;

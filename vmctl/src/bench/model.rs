@@ -132,6 +132,9 @@ pub struct Settings {
     pub kernel: Option<String>,
     pub initrd: Option<String>,
     pub guest_cmdline: Option<String>,
+    /// The container level's cgroups when not the host's as they are (bench/cgview.rs).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cgroup_view: Option<String>,
 }
 
 /// The whole JSON file.

@@ -135,6 +135,9 @@ pub fn table(r: &Report) -> String {
         "KVM: {}; load average at start {:.1}; {:.0} s",
         e.kvm, e.load_avg_1m, r.duration_s
     );
+    if let Some(v) = &r.settings.cgroup_view {
+        let _ = writeln!(o, "Containers: {v}");
+    }
     let _ = writeln!(o, "\nLatency (ms)");
     let _ = writeln!(o, "| level | subject | metric | n | median | p10 | p90 |");
     let _ = writeln!(o, "| --- | --- | --- | ---: | ---: | ---: | ---: |");

@@ -8,7 +8,7 @@ use super::bundle::Bundle;
 use super::container::{self, OciRuntime};
 use super::model::{Report, Series, Settings, Skip, SCHEMA};
 use super::vm::{self, Guest};
-use super::{density, env, io, progress, BenchArgs};
+use super::{cgview, density, env, io, progress, BenchArgs};
 
 pub struct Suite<'a> {
     pub(super) args: &'a BenchArgs,
@@ -147,6 +147,7 @@ impl<'a> Suite<'a> {
             kernel: guest.as_ref().map(|g| g.kernel.display().to_string()),
             initrd: guest.as_ref().map(|g| g.initrd.display().to_string()),
             guest_cmdline: guest.as_ref().map(|_| vm::full_cmdline()),
+            cgroup_view: None,
         };
         Ok(Self {
             args,
@@ -235,6 +236,7 @@ impl<'a> Suite<'a> {
             Ok(b) => b,
             Err(e) => return self.skip("containers", format!("no bundle: {e:#}")),
         };
+        let view = self.cgroup_view();
         let (runs, warmup) = (self.args.runs, self.args.warmup);
         let mem_wanted = self.wants("memory");
         for (name, path) in self.runtimes.clone() {
@@ -269,6 +271,8 @@ impl<'a> Suite<'a> {
                 density::containers(self, &mut rt, &bundle);
             }
         }
+        // `vmctl run` is measured as users run it, on the host's cgroups.
+        drop(view);
         if self.wants("container") {
             let (s, res) =
                 container::vmctl_run_start(&self.vmctl, &self.args.image_root, runs, warmup);
@@ -283,6 +287,31 @@ impl<'a> Suite<'a> {
                         }
                     }
                 }
+            }
+        }
+    }
+
+    /// On a hybrid cgroup host with crun among the runtimes, the unified view for the OCI
+    /// runtimes (all alike); None leaves the host's view (crun refuses it).
+    fn cgroup_view(&mut self) -> Option<cgview::UnifiedView> {
+        if !self.runtimes.iter().any(|(n, _)| n == "crun") || !cgview::host_is_hybrid() {
+            return None;
+        }
+        match cgview::UnifiedView::enter() {
+            Ok(v) => {
+                let what =
+                    "hybrid cgroup host: the OCI runtimes (not `vmctl run`) see the unified \
+                            (v2) hierarchy on /sys/fs/cgroup (private mount namespace), so that \
+                            crun runs; no v2 controllers there, so no limits";
+                progress(what);
+                self.report.settings.cgroup_view = Some(what.into());
+                Some(v)
+            }
+            Err(e) => {
+                progress(&format!(
+                    "hybrid cgroup host: the host's view kept ({e:#}); crun will refuse it"
+                ));
+                None
             }
         }
     }
