@@ -48,14 +48,14 @@ fn ratio_target(
 /// Our VMM's subject in `r`: the standalone `vmctl-vmm`, or `vmctl run --kernel` where the
 /// run had no vmctl-vmm next to vmctl.
 fn our_vmm(r: &Report) -> &'static str {
-    let fallback = "vmctl run --kernel";
+    use super::vm::{OURS_IN_VMCTL, OURS_STANDALONE};
     let has = |s: &str| {
         r.series("microvm", s, "boot-to-ready").is_some() || r.memory.iter().any(|m| m.subject == s)
     };
-    if !has("vmctl-vmm") && has(fallback) {
-        fallback
+    if !has(OURS_STANDALONE) && has(OURS_IN_VMCTL) {
+        OURS_IN_VMCTL
     } else {
-        "vmctl-vmm"
+        OURS_STANDALONE
     }
 }
 

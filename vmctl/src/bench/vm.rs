@@ -24,6 +24,11 @@ const SHELL_WAIT: Duration = Duration::from_secs(20);
 /// With I/O: how long to wait for the shell, and for each dd.
 const IO_SHELL_WAIT: Duration = Duration::from_secs(300);
 
+/// Our VMM's subject name: the standalone `vmctl-vmm` ...
+pub const OURS_STANDALONE: &str = "vmctl-vmm";
+/// ... or, where it is not installed next to vmctl, the same VMM inside `vmctl`.
+pub const OURS_IN_VMCTL: &str = "vmctl run --kernel";
+
 /// Which VMM boots the guest.
 #[derive(Clone, Debug)]
 pub enum Vmm {
@@ -103,9 +108,9 @@ impl Vmm {
                 standalone, mem, ..
             } => {
                 let base = if *standalone {
-                    "vmctl-vmm"
+                    OURS_STANDALONE
                 } else {
-                    "vmctl run --kernel"
+                    OURS_IN_VMCTL
                 };
                 match mem {
                     Some(m) => format!("{base} (mem={m})"),
@@ -122,38 +127,35 @@ impl Vmm {
         Ok(match self {
             Vmm::Ours {
                 exe,
-                standalone: true,
+                standalone,
                 mem,
             } => {
-                let dir = tempfile::Builder::new()
-                    .prefix("vmctl-bench-vmm-")
-                    .tempdir()?;
-                let cfg = dir.path().join("config.json");
-                std::fs::write(&cfg, serde_json::to_vec(&vmm_config(g)?)?)
-                    .with_context(|| format!("write {}", cfg.display()))?;
                 let mut c = Command::new(exe);
                 if let Some(m) = mem {
                     c.env(vmm::vstate::memory::BACKING_ENV, m);
                 }
-                c.arg("--no-api").arg("--config-file").arg(&cfg);
-                (c, Some(dir))
-            }
-            Vmm::Ours { exe, mem, .. } => {
-                let mut c = Command::new(exe);
-                if let Some(m) = mem {
-                    c.env(vmm::vstate::memory::BACKING_ENV, m);
+                if *standalone {
+                    let dir = tempfile::Builder::new()
+                        .prefix("vmctl-bench-vmm-")
+                        .tempdir()?;
+                    let cfg = dir.path().join("config.json");
+                    std::fs::write(&cfg, serde_json::to_vec(&vmm_config(g)?)?)
+                        .with_context(|| format!("write {}", cfg.display()))?;
+                    c.arg("--no-api").arg("--config-file").arg(&cfg);
+                    (c, Some(dir))
+                } else {
+                    c.arg("run")
+                        .arg("--kernel")
+                        .arg(&g.kernel)
+                        .arg("--initrd")
+                        .arg(&g.initrd)
+                        .args(["--vcpus", "1", "--memory", &g.mem_mib.to_string()])
+                        .args(["--cmdline", GUEST_ARGS]);
+                    if let Some(d) = &g.disk {
+                        c.arg("--disk").arg(d);
+                    }
+                    (c, None)
                 }
-                c.arg("run")
-                    .arg("--kernel")
-                    .arg(&g.kernel)
-                    .arg("--initrd")
-                    .arg(&g.initrd)
-                    .args(["--vcpus", "1", "--memory", &g.mem_mib.to_string()])
-                    .args(["--cmdline", GUEST_ARGS]);
-                if let Some(d) = &g.disk {
-                    c.arg("--disk").arg(d);
-                }
-                (c, None)
             }
             Vmm::Qemu { path, accel } => {
                 let mut c = Command::new(path);
